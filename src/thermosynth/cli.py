@@ -1,0 +1,175 @@
+"""The `thermosynth` command: train | translate | demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+logger = logging.getLogger("thermosynth")
+
+SAMPLES = Path(__file__).parent / "samples"
+
+
+def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", action="append", required=True, metavar="PATH",
+                        help="data set folder or .jsonl manifest (repeat for several)")
+    parser.add_argument("--out", required=True, help="run folder; re-run the same command to resume")
+    parser.add_argument("--preset", default="tiny", help="tiny (CPU minutes), small (one GPU), sd15 (big GPUs)")
+    parser.add_argument("--split", default="train", help="split to train on where the layout has splits")
+    parser.add_argument("--steps", type=int, help="optimizer steps (default: the preset's)")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--lr", type=float, dest="learning_rate")
+    parser.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"))
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--max-side", type=int, help="downscale images whose longer side exceeds this")
+    parser.add_argument("--skip-bad", action="store_true", help="log and skip unreadable or unpaired images")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the resolved config and the data found, then stop")
+
+
+def _training_config(task: str, args: argparse.Namespace):
+    from thermosynth.training.config import DataConfig, make_config
+
+    data = DataConfig(paths=[str(Path(p)) for p in args.data], split=args.split, skip_bad=args.skip_bad,
+                      max_side=args.max_side,
+                      **({"thermal_normalization": args.thermal_normalization,
+                          "thermal_range": args.thermal_range} if task == "autoencoder" else {}))
+    extra = {"autoencoder": str(Path(args.autoencoder))} if task == "v2t" else {}
+    return make_config(task, args.preset, output_dir=str(Path(args.out)), data=data, steps=args.steps,
+                       batch_size=args.batch_size, learning_rate=args.learning_rate,
+                       mixed_precision=args.mixed_precision, seed=args.seed, **extra)
+
+
+def _dry_run(config) -> None:
+    from thermosynth.data.sources import is_thermal_only, load_pairs, load_thermal_images
+
+    print(json.dumps(config.to_dict(), indent=2))
+    for path in config.data.paths:
+        if is_thermal_only(Path(path)):
+            found = f"{len(load_thermal_images(path, config.data.split, config.data.skip_bad))} thermal images"
+        else:
+            found = f"{len(load_pairs(path, config.data.split, config.data.skip_bad))} pairs"
+        print(f"{path}: {found}")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from thermosynth.training import train
+
+    config = _training_config(args.task, args)
+    if args.dry_run:
+        _dry_run(config)
+        return
+    folder = train(config)
+    print(f"model written to {folder}")
+
+
+def _load_pipeline(model: str, device: str | None, scheduler: str):
+    import torch
+
+    from thermosynth.pipelines.visible_to_thermal import VisibleToThermalPipeline, set_scheduler
+
+    path = Path(model)
+    if not (path / "model_index.json").is_file():
+        if path.exists() or os.environ.get("HF_HUB_OFFLINE") == "1":
+            raise SystemExit(f"error: {model}: not a thermosynth pipeline folder (no model_index.json). "
+                             "Give the 'pipeline' folder of a `thermosynth train v2t` run.")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    pipeline = VisibleToThermalPipeline.from_pretrained(model, torch_dtype=dtype).to(device)
+    set_scheduler(pipeline, scheduler)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+def cmd_translate(args: argparse.Namespace) -> None:
+    from thermosynth.translate import collect_inputs, translate_files
+
+    inputs = collect_inputs(args.inputs, args.split, args.skip_bad)
+    pipeline = _load_pipeline(args.model, args.device, args.scheduler)
+    counts = translate_files(
+        pipeline, inputs, Path(args.out), num_inference_steps=args.steps, guidance_scale=args.guidance,
+        seed=args.seed, batch_size=args.batch_size, bit_depth=args.bit_depth, palettes=tuple(args.palette),
+        skip_bad=args.skip_bad,
+    )
+    print(f"{counts['written']} written, {counts['skipped_existing']} already there, "
+          f"{counts['skipped_bad']} unreadable skipped -> {args.out}")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from thermosynth.demo import run_demo
+
+    grid = run_demo(Path(args.out), ae_steps=args.ae_steps, v2t_steps=args.v2t_steps)
+    print(f"demo finished; look at {grid}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from thermosynth import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="thermosynth", description="Thermal infrared synthesis with latent diffusion."
+    )
+    parser.add_argument("--version", action="version", version=f"thermosynth {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train a model")
+    tasks = train.add_subparsers(dest="task", required=True)
+    autoencoder = tasks.add_parser("autoencoder", help="the autoencoder shared by thermal and visible images")
+    _add_training_arguments(autoencoder)
+    autoencoder.add_argument("--thermal-normalization", default="fixed", choices=("fixed", "dataset", "percentile"),
+                             help="how raw thermal values map to [-1, 1] (recorded in the model)")
+    autoencoder.add_argument("--thermal-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                             help="raw range for --thermal-normalization fixed (default: full bit depth)")
+    v2t = tasks.add_parser("v2t", help="the visible-to-thermal latent diffusion model")
+    _add_training_arguments(v2t)
+    v2t.add_argument("--autoencoder", required=True, help="folder of a trained autoencoder (<run>/autoencoder)")
+    train.set_defaults(func=cmd_train)
+
+    translate = commands.add_parser("translate", help="visible images to thermal with a trained V2T model")
+    translate.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders, or paired data sets")
+    translate.add_argument("--model", required=True, help="pipeline folder (<run>/pipeline) or hub id")
+    translate.add_argument("--out", required=True, help="output folder; existing outputs are skipped")
+    translate.add_argument("--split", default="test", help="split of a paired data set input (default: test)")
+    translate.add_argument("--steps", type=int, default=25, help="sampling steps")
+    translate.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (1: off)")
+    translate.add_argument("--scheduler", default="ddim", choices=("ddim", "dpm++"))
+    translate.add_argument("--seed", type=int, default=0)
+    translate.add_argument("--batch-size", type=int, default=4)
+    translate.add_argument("--bit-depth", type=int, default=8, choices=(8, 16))
+    translate.add_argument("--palette", action="append", default=[], choices=("white-hot", "black-hot", "ironbow"),
+                           help="also write a false-colour rendering into OUT/<palette>/ (repeatable)")
+    translate.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    translate.add_argument("--skip-bad", action="store_true", help="log and skip unreadable images")
+    translate.set_defaults(func=cmd_translate)
+
+    demo = commands.add_parser("demo", help="train tiny models on the bundled samples and translate (CPU minutes)")
+    demo.add_argument("--out", default="thermosynth-demo")
+    demo.add_argument("--ae-steps", type=int, default=250)
+    demo.add_argument("--v2t-steps", type=int, default=500)
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=logging.WARNING
+    )
+    logging.getLogger("thermosynth").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    from thermosynth.data.errors import DataError
+
+    try:
+        args.func(args)
+    except (DataError, ValueError) as error:
+        if args.verbose:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

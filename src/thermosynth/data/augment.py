@@ -1,0 +1,55 @@
+"""Random crops and flips that are applied identically to every image of a pair."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class CropSpec:
+    """A square crop of `size` pixels taken from a region `size / scale` wide, then resized to `size`.
+
+    scale > 1 zooms in, < 1 zooms out; (1, 1) crops at the native resolution, which keeps training and full-frame
+    inference at the same pixel scale.
+    """
+
+    size: int
+    min_scale: float = 1.0
+    max_scale: float = 1.0
+    hflip: bool = True
+
+    def __post_init__(self):
+        if self.size <= 0 or self.size % 8:
+            raise ValueError(f"crop size must be a positive multiple of 8, got {self.size}")
+        if not 0 < self.min_scale <= self.max_scale:
+            raise ValueError(f"need 0 < min_scale <= max_scale, got {self.min_scale}, {self.max_scale}")
+
+
+@dataclass(frozen=True)
+class CropBox:
+    top: int
+    left: int
+    side: int  # source region side in pixels
+    flip: bool
+
+
+def sample_crop_box(height: int, width: int, spec: CropSpec, generator: torch.Generator) -> CropBox:
+    """Draw one crop region; all randomness comes from `generator` so a run can be replayed exactly."""
+    u = torch.rand(4, generator=generator).tolist()
+    scale = spec.min_scale + (spec.max_scale - spec.min_scale) * u[0]
+    side = min(round(spec.size / scale), height, width)  # small images are upscaled rather than padded
+    top = int(u[1] * (height - side + 1))
+    left = int(u[2] * (width - side + 1))
+    return CropBox(top, left, side, spec.hflip and u[3] < 0.5)
+
+
+def apply_crop(image: torch.Tensor, box: CropBox, size: int) -> torch.Tensor:
+    """Crop (C, H, W) float `image` to `box`, resize to (C, size, size), flip if the box says so."""
+    region = image[:, box.top : box.top + box.side, box.left : box.left + box.side]
+    if box.side != size:
+        region = F.interpolate(region[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        region = region[0]
+    return region.flip(-1) if box.flip else region

@@ -1,0 +1,73 @@
+"""Architectures by preset name. Every model is a stock diffusers class; only its sizes are chosen here.
+
+The autoencoder always downsamples by 8 into 4 latent channels (4 encoder blocks), as LaPIG and SD-1.5 do, so a
+latent pixel covers 8x8 image pixels whatever the preset.
+"""
+
+from __future__ import annotations
+
+from diffusers import AutoencoderKL, UNet2DModel
+
+LATENT_CHANNELS = 4
+
+AUTOENCODER_ARCHITECTURES: dict[str, dict] = {
+    # CPU-sized: trains in minutes on 2 cores.
+    "tiny": dict(block_out_channels=(32, 32, 64, 64), layers_per_block=1, norm_num_groups=16),
+    # The shipped model's size (the calibration AE in DESIGN.md: 64-128-256-256).
+    "small": dict(block_out_channels=(64, 128, 256, 256), layers_per_block=2, norm_num_groups=32),
+    # SD-1.5's autoencoder shape, for users with large GPUs.
+    "sd15": dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, norm_num_groups=32),
+}
+
+V2T_UNET_ARCHITECTURES: dict[str, dict] = {
+    "tiny": dict(
+        block_out_channels=(64, 128, 128),
+        down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+        layers_per_block=1,
+        norm_num_groups=32,
+        attention_head_dim=32,
+    ),
+    "small": dict(
+        block_out_channels=(128, 256, 512, 512),
+        down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+        layers_per_block=2,
+        norm_num_groups=32,
+        attention_head_dim=64,
+    ),
+    # SD-1.5's UNet widths and depth (860M with cross-attention; this self-attention variant is similar in size).
+    "sd15": dict(
+        block_out_channels=(320, 640, 1280, 1280),
+        down_block_types=("AttnDownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "AttnUpBlock2D", "AttnUpBlock2D", "AttnUpBlock2D"),
+        layers_per_block=2,
+        norm_num_groups=32,
+        attention_head_dim=64,
+    ),
+}
+
+
+def _lookup(table: dict[str, dict], name: str, what: str) -> dict:
+    if name not in table:
+        raise ValueError(f"unknown {what} architecture {name!r}; choose one of {sorted(table)}")
+    return dict(table[name])
+
+
+def build_autoencoder(name: str) -> AutoencoderKL:
+    arch = _lookup(AUTOENCODER_ARCHITECTURES, name, "autoencoder")
+    blocks = len(arch["block_out_channels"])
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=LATENT_CHANNELS,
+        down_block_types=("DownEncoderBlock2D",) * blocks,
+        up_block_types=("UpDecoderBlock2D",) * blocks,
+        **arch,
+    )
+
+
+def build_v2t_unet(name: str, latent_channels: int = LATENT_CHANNELS) -> UNet2DModel:
+    """The V2T denoiser: input is cat(noisy thermal latent, visible latent), output the predicted noise."""
+    arch = _lookup(V2T_UNET_ARCHITECTURES, name, "V2T UNet")
+    return UNet2DModel(in_channels=2 * latent_channels, out_channels=latent_channels, **arch)

@@ -1,0 +1,180 @@
+"""LaPIG's visible-to-thermal latent diffusion (Sec. 3.4) as a diffusers pipeline."""
+
+from __future__ import annotations
+
+import numpy as np
+import PIL.Image
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, DDIMScheduler, DiffusionPipeline, DPMSolverMultistepScheduler, UNet2DModel
+from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
+from diffusers.utils.torch_utils import randn_tensor
+
+from thermosynth.data.datasets import visible_to_tensor
+from thermosynth.data.normalization import ThermalNormalization
+
+OUTPUT_TYPES = ("pil", "pil16", "np", "pt")
+SCHEDULERS = {"ddim": DDIMScheduler, "dpm++": DPMSolverMultistepScheduler}
+
+
+def set_scheduler(pipeline: DiffusionPipeline, name: str) -> None:
+    """Swap the sampler, keeping the noise schedule the model was trained with."""
+    if name not in SCHEDULERS:
+        raise ValueError(f"unknown scheduler {name!r}; choose one of {sorted(SCHEDULERS)}")
+    extra = {"algorithm_type": "dpmsolver++"} if name == "dpm++" else {}
+    pipeline.scheduler = SCHEDULERS[name].from_config(pipeline.scheduler.config, **extra)
+
+
+class VisibleToThermalPipeline(DiffusionPipeline):
+    """Translate visible (RGB) images to thermal images.
+
+    The UNet denoises a thermal latent given the visible image's latent, concatenated on channels; both come from
+    one autoencoder (thermal repeated to 3 channels on the way in, averaged on the way out). Classifier-free
+    guidance contrasts that with a zero (dropped) visible latent, as in training.
+
+    Any image size is accepted: the image is padded by reflection up to the multiple of pixels the autoencoder and
+    UNet need (8 x 2^(UNet levels - 1)), and the result is cropped back to the input size.
+    """
+
+    model_cpu_offload_seq = "vae->unet->vae"
+
+    def __init__(
+        self,
+        vae: AutoencoderKL,
+        unet: UNet2DModel,
+        scheduler: DDIMScheduler | DPMSolverMultistepScheduler,
+        thermal_normalization: dict | None = None,
+    ):
+        super().__init__()
+        self.register_modules(vae=vae, unet=unet, scheduler=scheduler)
+        normalization = ThermalNormalization.from_dict(thermal_normalization or ThermalNormalization().to_dict())
+        self.register_to_config(thermal_normalization=normalization.to_dict())
+
+    @property
+    def normalization(self) -> ThermalNormalization:
+        return ThermalNormalization.from_dict(self.config.thermal_normalization)
+
+    @property
+    def size_multiple(self) -> int:
+        vae_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        unet_factor = 2 ** (len(self.unet.config.block_out_channels) - 1)
+        return vae_factor * unet_factor
+
+    def _visible_batch(self, image) -> torch.Tensor:
+        """PIL image(s), (H, W, 3) uint8 array(s) or a (B, 3, H, W) tensor in [-1, 1] -> (B, 3, H, W) tensor."""
+        if isinstance(image, torch.Tensor):
+            batch = image[None] if image.ndim == 3 else image
+            if batch.ndim != 4 or batch.shape[1] != 3:
+                raise ValueError(f"a visible tensor must be (B, 3, H, W) in [-1, 1], got shape {tuple(image.shape)}")
+            return batch.float()
+        images = image if isinstance(image, list) else [image]
+        if not images:
+            raise ValueError("no images given")
+        tensors = []
+        for item in images:
+            if isinstance(item, PIL.Image.Image):
+                item = np.asarray(item.convert("RGB"))
+            if not (isinstance(item, np.ndarray) and item.dtype == np.uint8 and item.ndim == 3 and item.shape[2] == 3):
+                raise ValueError("visible images must be PIL images or (H, W, 3) uint8 arrays")
+            tensors.append(visible_to_tensor(item))
+        if len({t.shape for t in tensors}) > 1:
+            raise ValueError("all images of one call must have the same size; call once per size")
+        return torch.stack(tensors)
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) in [-1, 1] -> scaled latents (B, 4, H/8, W/8), the posterior mean (deterministic)."""
+        latents = self.vae.encode(images.to(self.vae.device, self.vae.dtype)).latent_dist.mode()
+        return latents * self.vae.config.scaling_factor
+
+    def decode_thermal(self, latents: torch.Tensor) -> torch.Tensor:
+        """Scaled latents -> thermal (B, 1, H, W) in [-1, 1]."""
+        images = self.vae.decode(latents.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
+        return images.float().mean(dim=1, keepdim=True).clamp(-1, 1)
+
+    def _check_models(self) -> None:
+        latent_channels = self.vae.config.latent_channels
+        if self.unet.config.in_channels != 2 * latent_channels:
+            raise ValueError(
+                f"unet.config.in_channels is {self.unet.config.in_channels} but thermal latent + visible latent "
+                f"channels are {2 * latent_channels}: the UNet was not built for this autoencoder"
+            )
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        image,
+        num_inference_steps: int = 25,
+        guidance_scale: float = 1.0,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+    ):
+        """Translate `image` (one or a list of same-size visible images) to thermal.
+
+        output_type: "pil" (8-bit grayscale), "pil16" (16-bit grayscale: raw units of a 16-bit model, else the
+        8-bit range stretched to 0..65535), "np" (float (B, H, W, 1) in [0, 1]) or "pt" ((B, 1, H, W) in [-1, 1]).
+        """
+        # 1. Check inputs.
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        if num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
+        self._check_models()
+        visible = self._visible_batch(image)
+        batch, _, height, width = visible.shape
+
+        # 2. Pad by reflection to a size the networks accept (reflection needs pad < size; replicate beyond that).
+        multiple = self.size_multiple
+        pad_h, pad_w = -height % multiple, -width % multiple
+        if pad_h or pad_w:
+            mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+            visible = F.pad(visible, (0, pad_w, 0, pad_h), mode=mode)
+
+        # 3. Encode the condition.
+        condition = self.encode(visible).to(self.unet.dtype)  # (B, 4, h, w)
+        do_guidance = guidance_scale != 1.0
+        if do_guidance:
+            condition = torch.cat([condition, torch.zeros_like(condition)])
+
+        # 4. Prepare the initial noise.
+        latents = randn_tensor(
+            (batch, self.vae.config.latent_channels, *condition.shape[2:]),
+            generator=generator,
+            device=self._execution_device,
+            dtype=self.unet.dtype,
+        )
+        self.scheduler.set_timesteps(num_inference_steps, device=self._execution_device)
+        latents = latents * self.scheduler.init_noise_sigma
+
+        # 5. Denoise.
+        for t in self.progress_bar(self.scheduler.timesteps):
+            model_input = torch.cat([latents] * 2) if do_guidance else latents
+            model_input = self.scheduler.scale_model_input(model_input, t)
+            noise_pred = self.unet(torch.cat([model_input, condition], dim=1), t).sample
+            if do_guidance:
+                cond, uncond = noise_pred.chunk(2)
+                noise_pred = uncond + guidance_scale * (cond - uncond)
+            latents = self.scheduler.step(noise_pred, t, latents, generator=generator).prev_sample
+
+        # 6. Decode and crop back to the input size.
+        thermal = self.decode_thermal(latents)[:, :, :height, :width].cpu()  # (B, 1, H, W)
+        self.maybe_free_model_hooks()
+
+        # 7. Convert.
+        images = self.postprocess(thermal, output_type)
+        if not return_dict:
+            return (images,)
+        return ImagePipelineOutput(images=images)
+
+    def postprocess(self, thermal: torch.Tensor, output_type: str):
+        if output_type == "pt":
+            return thermal
+        if output_type == "np":
+            return ((thermal + 1) / 2).permute(0, 2, 3, 1).numpy()
+        x = thermal[:, 0].numpy()
+        if output_type == "pil":
+            return [PIL.Image.fromarray(np.rint((i + 1) * 127.5).clip(0, 255).astype(np.uint8)) for i in x]
+        normalization = self.normalization
+        if normalization.bit_depth == 16:
+            return [PIL.Image.fromarray(normalization.denormalize(i)) for i in x]
+        return [PIL.Image.fromarray(np.rint((i + 1) * 32767.5).clip(0, 65535).astype(np.uint16)) for i in x]

@@ -1,0 +1,18 @@
+"""Training on accelerate: one module per task, one shared loop (loop.py), typed configs with presets."""
+
+from thermosynth.training.config import PRESETS, AutoencoderTrainConfig, DataConfig, V2TTrainConfig, make_config
+
+__all__ = ["PRESETS", "AutoencoderTrainConfig", "DataConfig", "V2TTrainConfig", "make_config", "train"]
+
+
+def train(config):
+    """Run the training task that `config` describes; returns the exported model folder."""
+    if isinstance(config, AutoencoderTrainConfig):
+        from thermosynth.training.autoencoder import train as train_autoencoder
+
+        return train_autoencoder(config)
+    if isinstance(config, V2TTrainConfig):
+        from thermosynth.training.v2t import train as train_v2t
+
+        return train_v2t(config)
+    raise TypeError(f"no training task for {type(config).__name__}")

@@ -1,0 +1,86 @@
+"""Training checkpoints in safetensors (weights, EMA, optimizer) plus JSON, written atomically.
+
+Nothing here unpickles: optimizer state is flattened to named tensors and JSON scalars.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from diffusers.training_utils import EMAModel
+from safetensors.torch import load_file, save_file
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_PREFIX = "step-"
+
+
+def checkpoint_dirs(run_dir: Path) -> list[Path]:
+    """Finished checkpoints of a run, oldest first (temporary folders of an interrupted save are ignored)."""
+    folder = Path(run_dir) / "checkpoints"
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX)]
+    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]))
+
+
+def _save_optimizer(optimizer: torch.optim.Optimizer, folder: Path) -> None:
+    state = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for index, values in state["state"].items():
+        for key, value in values.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{index}.{key}"] = value.detach().contiguous().cpu()
+            else:
+                scalars[f"{index}.{key}"] = value
+    save_file(tensors, folder / "optimizer.safetensors")
+    (folder / "optimizer.json").write_text(json.dumps({"param_groups": state["param_groups"], "scalars": scalars}))
+
+
+def _load_optimizer(optimizer: torch.optim.Optimizer, folder: Path) -> None:
+    meta = json.loads((folder / "optimizer.json").read_text())
+    state: dict[int, dict] = {}
+    for name, value in [*load_file(folder / "optimizer.safetensors").items(), *meta["scalars"].items()]:
+        index, key = name.split(".", 1)
+        state.setdefault(int(index), {})[key] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def save_checkpoint(
+    run_dir: Path, step: int, model: torch.nn.Module, ema: EMAModel, optimizer: torch.optim.Optimizer, keep: int
+) -> Path:
+    folder = Path(run_dir) / "checkpoints"
+    final = folder / f"{CHECKPOINT_PREFIX}{step:07d}"
+    tmp = folder / f".{final.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
+    names = [name for name, _ in model.named_parameters()]
+    save_file({n: p.detach().contiguous().cpu() for n, p in zip(names, ema.shadow_params, strict=True)},
+              tmp / "ema.safetensors")
+    _save_optimizer(optimizer, tmp)
+    (tmp / "state.json").write_text(json.dumps({"step": step, "ema_optimization_step": ema.optimization_step}))
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    for old in checkpoint_dirs(run_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_checkpoint(
+    folder: Path, model: torch.nn.Module, ema: EMAModel, optimizer: torch.optim.Optimizer | None
+) -> int:
+    """Restore a checkpoint into the given objects; returns the number of steps it had completed."""
+    model.load_state_dict(load_file(folder / "model.safetensors"))
+    shadow = load_file(folder / "ema.safetensors")
+    ema.shadow_params = [shadow[name].to(p.device) for name, p in model.named_parameters()]
+    state = json.loads((folder / "state.json").read_text())
+    ema.optimization_step = state["ema_optimization_step"]
+    if optimizer is not None:
+        _load_optimizer(optimizer, folder)
+    return state["step"]

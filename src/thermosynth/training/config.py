@@ -1,0 +1,158 @@
+"""Typed training configs and their named presets.
+
+A preset fills every field; the CLI may override a few (steps, batch size, learning rate, precision, seed). The
+resolved config is written to ``<run>/config.json``; re-running the same command resumes that run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from thermosynth.data.normalization import MODES
+from thermosynth.models.configs import AUTOENCODER_ARCHITECTURES, V2T_UNET_ARCHITECTURES
+
+PRECISIONS = ("no", "bf16", "fp16")
+
+
+@dataclass
+class DataConfig:
+    paths: list[str] = field(default_factory=list)
+    split: str | None = "train"
+    skip_bad: bool = False
+    max_side: int | None = None  # downscale images whose longer side exceeds this (None: native size)
+    thermal_normalization: str = "fixed"  # fixed | dataset | percentile (see data/normalization.py)
+    thermal_range: tuple[float, float] | None = None  # raw range for "fixed" (default: the full bit depth)
+
+    def __post_init__(self):
+        if self.thermal_normalization not in MODES:
+            raise ValueError(f"thermal_normalization must be one of {MODES}, got {self.thermal_normalization!r}")
+        if self.thermal_range is not None:
+            self.thermal_range = tuple(self.thermal_range)
+            if self.thermal_normalization != "fixed":
+                raise ValueError("thermal_range is only used with thermal_normalization 'fixed'")
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = ""
+    data: DataConfig = field(default_factory=DataConfig)
+    architecture: str = "tiny"
+    steps: int = 1000
+    batch_size: int = 8
+    crop_size: int = 128
+    learning_rate: float = 1e-4
+    warmup_steps: int = 100
+    weight_decay: float = 0.0
+    gradient_accumulation_steps: int = 1
+    mixed_precision: str = "no"
+    ema_decay: float = 0.999
+    checkpoint_every: int = 500
+    validate_every: int = 500
+    log_every: int = 10
+    keep_checkpoints: int = 2
+    seed: int = 0
+
+    def __post_init__(self):
+        if isinstance(self.data, dict):
+            self.data = DataConfig(**self.data)
+        if not self.output_dir:
+            raise ValueError("output_dir is required (the run folder)")
+        if self.mixed_precision not in PRECISIONS:
+            raise ValueError(f"mixed_precision must be one of {PRECISIONS}, got {self.mixed_precision!r}")
+        for name in ("steps", "batch_size", "checkpoint_every", "validate_every", "log_every", "keep_checkpoints",
+                     "gradient_accumulation_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.crop_size % 8:
+            raise ValueError(f"crop_size must be a multiple of 8 (the autoencoder's factor), got {self.crop_size}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+
+    def to_dict(self) -> dict:
+        return {"task": self.task, **dataclasses.asdict(self)}
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+@dataclass
+class AutoencoderTrainConfig(TrainConfig):
+    task = "autoencoder"
+    thermal_fraction: float = 0.75  # share of thermal crops in a batch; the rest are visible
+    ssim_weight: float = 1.0  # loss = L1 + ssim_weight * (1 - SSIM) + kl_weight * KL
+    kl_weight: float = 1e-6
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.architecture not in AUTOENCODER_ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {sorted(AUTOENCODER_ARCHITECTURES)}")
+        if not 0.0 < self.thermal_fraction <= 1.0:
+            raise ValueError(f"thermal_fraction must be in (0, 1], got {self.thermal_fraction}")
+
+
+@dataclass
+class V2TTrainConfig(TrainConfig):
+    task = "v2t"
+    autoencoder: str = ""  # folder written by `thermosynth train autoencoder` (<run>/autoencoder)
+    condition_dropout: float = 0.1  # LaPIG / classifier-free guidance: train the unconditional model too
+    num_train_timesteps: int = 1000
+    validation_inference_steps: int = 25
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.architecture not in V2T_UNET_ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {sorted(V2T_UNET_ARCHITECTURES)}")
+        if not self.autoencoder:
+            raise ValueError("autoencoder is required: the folder of a trained autoencoder (<run>/autoencoder)")
+        if not 0.0 <= self.condition_dropout < 1.0:
+            raise ValueError(f"condition_dropout must be in [0, 1), got {self.condition_dropout}")
+
+
+# Named presets. "tiny" finishes on 2 CPU cores in minutes (tests, demo); "small" is the shipped model's recipe for
+# one GPU; "sd15" uses SD-1.5-sized networks for big GPUs.
+PRESETS: dict[str, dict[str, dict]] = {
+    "autoencoder": {
+        "tiny": dict(architecture="tiny", steps=400, batch_size=16, crop_size=96, learning_rate=1e-3,
+                     warmup_steps=20, ema_decay=0.99, checkpoint_every=100, validate_every=200, log_every=10),
+        "small": dict(architecture="small", steps=20000, batch_size=32, crop_size=256, learning_rate=2e-4,
+                      warmup_steps=500, mixed_precision="bf16", ema_decay=0.999, checkpoint_every=2000,
+                      validate_every=1000, log_every=50),
+        "sd15": dict(architecture="sd15", steps=100000, batch_size=16, crop_size=256, learning_rate=1e-4,
+                     warmup_steps=1000, mixed_precision="bf16", ema_decay=0.9999, checkpoint_every=5000,
+                     validate_every=2500, log_every=100),
+    },
+    "v2t": {
+        "tiny": dict(architecture="tiny", steps=1000, batch_size=32, crop_size=128, learning_rate=1e-3,
+                     warmup_steps=50, ema_decay=0.995, checkpoint_every=250, validate_every=500, log_every=20),
+        "small": dict(architecture="small", steps=20000, batch_size=64, crop_size=256, learning_rate=2e-4,
+                      warmup_steps=500, mixed_precision="bf16", ema_decay=0.9995, checkpoint_every=2000,
+                      validate_every=2000, log_every=50),
+        "sd15": dict(architecture="sd15", steps=100000, batch_size=32, crop_size=512, learning_rate=1e-4,
+                     warmup_steps=1000, mixed_precision="bf16", ema_decay=0.9999, checkpoint_every=5000,
+                     validate_every=5000, log_every=100),
+    },
+}
+
+CONFIG_CLASSES = {"autoencoder": AutoencoderTrainConfig, "v2t": V2TTrainConfig}
+
+
+def make_config(task: str, preset: str, **overrides) -> TrainConfig:
+    """The preset's config with `overrides` (None values are ignored) applied, validated."""
+    if task not in PRESETS:
+        raise ValueError(f"unknown task {task!r}; choose one of {sorted(PRESETS)}")
+    if preset not in PRESETS[task]:
+        raise ValueError(f"unknown preset {preset!r} for {task}; choose one of {sorted(PRESETS[task])}")
+    values = dict(PRESETS[task][preset])
+    data = overrides.pop("data", None)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return CONFIG_CLASSES[task](data=data or DataConfig(), **values)
+
+
+def load_config(path: Path) -> TrainConfig:
+    values = json.loads(Path(path).read_text())
+    return CONFIG_CLASSES[values.pop("task")](**values)

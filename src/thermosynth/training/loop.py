@@ -1,0 +1,211 @@
+"""The training loop every task shares: accelerate, EMA, checkpoints, exact resume, validation grids, logs.
+
+A task supplies its model and four functions (draw a batch, compute the loss, validate, export); this module
+owns everything about running them. Randomness of step `s` (data, crops, noise, timesteps) comes from a generator
+seeded by (seed, rank, step, micro-step), so a resumed run replays exactly what an uninterrupted run would do.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from diffusers.training_utils import EMAModel
+from tqdm.auto import tqdm
+
+from thermosynth.training.checkpoint import checkpoint_dirs, load_checkpoint, save_checkpoint
+from thermosynth.training.config import TrainConfig, load_config
+
+logger = logging.getLogger(__name__)
+
+# Fields that may change between a run and its resumption: a moved folder, training longer, or bookkeeping.
+RESUMABLE_CHANGES = {"output_dir", "steps", "checkpoint_every", "validate_every", "log_every", "keep_checkpoints"}
+
+
+@dataclass
+class TrainingTask:
+    config: TrainConfig
+    model: torch.nn.Module  # the trained part (frozen parts live inside the functions below)
+    draw_batch: Callable[[torch.Generator], dict[str, torch.Tensor]]
+    compute_loss: Callable[[torch.nn.Module, dict[str, torch.Tensor], torch.Generator], tuple[torch.Tensor, dict]]
+    validate: Callable[[torch.nn.Module, Path], dict[str, float]]  # writes a grid to the path, returns metrics
+    export: Callable[[torch.nn.Module, Path], None]  # writes the finished model (EMA weights) into a folder
+    export_name: str  # the folder inside the run that `export` fills
+
+
+def step_generator(seed: int, rank: int, step: int, micro: int = 0) -> torch.Generator:
+    value = int(np.random.SeedSequence([seed, rank, step, micro]).generate_state(1, dtype=np.uint64)[0])
+    return torch.Generator().manual_seed(value)
+
+
+def learning_rate_at(config: TrainConfig, step: int) -> float:
+    """Linear warm-up, then cosine decay to 10% of the peak."""
+    if step < config.warmup_steps:
+        return config.learning_rate * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    return config.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def prepare_run_dir(config: TrainConfig) -> Path:
+    """Create the run folder and write the resolved config, or check that it matches the run being resumed."""
+    run_dir = Path(config.output_dir)
+    saved = run_dir / "config.json"
+    if saved.is_file():
+        previous = load_config(saved).to_dict()
+        current = config.to_dict()
+        changed = sorted(k for k in current if previous.get(k) != current[k] and k not in RESUMABLE_CHANGES)
+        if changed:
+            raise ValueError(
+                f"{run_dir} holds a run with a different config ({', '.join(changed)} differ). "
+                "Use a new --out folder, or repeat the original command to resume it."
+            )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = run_dir / ".config.json.tmp"
+    config.save(tmp)
+    os.replace(tmp, saved)
+    return run_dir
+
+
+class MetricsLog:
+    """Appends one JSON object a line to metrics.jsonl (and TensorBoard when installed).
+
+    On resume, lines written after the restored checkpoint are dropped, so each step is logged once.
+    """
+
+    def __init__(self, path: Path, resume_step: int, enabled: bool):
+        self.path, self.enabled = path, enabled
+        self.writer = None
+        if not enabled:
+            return
+        if path.is_file():
+            kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= resume_step]
+            path.write_text("".join(line + "\n" for line in kept))
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(path.parent / "tensorboard"), purge_step=resume_step + 1)
+        except ImportError:
+            pass
+
+    def write(self, step: int, values: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a") as f:
+            f.write(json.dumps({"step": step, **values}) + "\n")
+        if self.writer is not None:
+            for key, value in values.items():
+                self.writer.add_scalar(key, value, step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _with_ema_weights(model: torch.nn.Module, ema: EMAModel, fn: Callable[[], object]):
+    ema.store(model.parameters())
+    ema.copy_to(model.parameters())
+    try:
+        with torch.no_grad():
+            return fn()
+    finally:
+        ema.restore(model.parameters())
+
+
+def _export(task: TrainingTask, model: torch.nn.Module, ema: EMAModel, run_dir: Path) -> Path:
+    final = run_dir / task.export_name
+    tmp = run_dir / f".{task.export_name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.eval()
+    _with_ema_weights(model, ema, lambda: task.export(model, tmp))
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    logger.info("exported %s", final)
+    return final
+
+
+def run_training(task: TrainingTask) -> Path:
+    """Train (or resume) the task's run; returns the folder of the exported model."""
+    config = task.config
+    run_dir = prepare_run_dir(config)
+    accelerator = Accelerator(
+        mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.gradient_accumulation_steps
+    )
+    model = task.model.float().train()
+    ema = EMAModel(model.parameters(), decay=config.ema_decay, model_cls=type(model), model_config=model.config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+
+    start = 0
+    checkpoints = checkpoint_dirs(run_dir)
+    if checkpoints:
+        start = load_checkpoint(checkpoints[-1], model, ema, optimizer)
+        logger.info("resuming %s from step %d", run_dir, start)
+    if start >= config.steps:
+        logger.info("%s already trained for %d steps", run_dir, start)
+        export = run_dir / task.export_name
+        return export if export.is_dir() else _export(task, model, ema, run_dir)
+
+    model, optimizer = accelerator.prepare(model, optimizer)
+    raw_model = accelerator.unwrap_model(model)
+    ema.to(accelerator.device)
+    log = MetricsLog(run_dir / "metrics.jsonl", start, accelerator.is_main_process)
+    progress = tqdm(
+        total=config.steps, initial=start, desc=f"train {config.task}", disable=not accelerator.is_main_process
+    )
+    images_per_step = config.batch_size * config.gradient_accumulation_steps * accelerator.num_processes
+    window_start, window_loss, window_steps = time.perf_counter(), 0.0, 0
+
+    for step in range(start, config.steps):
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate_at(config, step)
+        for micro in range(config.gradient_accumulation_steps):
+            generator = step_generator(config.seed, accelerator.process_index, step, micro)
+            batch = {k: v.to(accelerator.device) for k, v in task.draw_batch(generator).items()}
+            with accelerator.accumulate(model):
+                with accelerator.autocast():
+                    loss, extras = task.compute_loss(model, batch, generator)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+        ema.step(raw_model.parameters())
+        done = step + 1
+        window_loss += loss.item()
+        window_steps += 1
+        progress.update(1)
+
+        if done % config.log_every == 0 or done == config.steps:
+            elapsed = time.perf_counter() - window_start
+            values = {"loss": window_loss / window_steps, "lr": optimizer.param_groups[0]["lr"],
+                      "images_per_s": images_per_step * window_steps / elapsed, **extras}
+            log.write(done, values)
+            progress.set_postfix(loss=f"{values['loss']:.4f}")
+            window_start, window_loss, window_steps = time.perf_counter(), 0.0, 0
+        if done % config.validate_every == 0 or done == config.steps:
+            if accelerator.is_main_process:
+                raw_model.eval()
+                grid = run_dir / "samples" / f"step-{done:07d}.png"
+                grid.parent.mkdir(exist_ok=True)
+                metrics = _with_ema_weights(raw_model, ema, lambda: task.validate(raw_model, grid))  # noqa: B023
+                log.write(done, {f"val/{k}": v for k, v in metrics.items()})
+                raw_model.train()
+        if done % config.checkpoint_every == 0 or done == config.steps:
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                save_checkpoint(run_dir, done, raw_model, ema, optimizer.optimizer, config.keep_checkpoints)
+    progress.close()
+    log.close()
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        return run_dir / task.export_name
+    return _export(task, raw_model, ema, run_dir)

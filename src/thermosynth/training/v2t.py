@@ -1,0 +1,160 @@
+"""Training LaPIG's visible-to-thermal LDM (Sec. 3.4) on a frozen autoencoder.
+
+Latents of every training image (and of its mirror image) are encoded once and cropped per draw: the autoencoder
+then costs nothing per step, which doubled the UNet steps per minute in our calibration runs (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DModel
+from diffusers.utils.torch_utils import randn_tensor
+from tqdm.auto import tqdm
+
+from thermosynth.data.datasets import PairedImages
+from thermosynth.data.loading import load_paired_arrays
+from thermosynth.models.configs import build_v2t_unet
+from thermosynth.pipelines.visible_to_thermal import VisibleToThermalPipeline
+from thermosynth.render import image_grid, tensor_to_rgb
+from thermosynth.training.autoencoder import load_normalization, ssim
+from thermosynth.training.config import V2TTrainConfig
+from thermosynth.training.loop import TrainingTask, run_training
+
+logger = logging.getLogger(__name__)
+
+
+def noise_schedule(num_train_timesteps: int = 1000) -> DDPMScheduler:
+    """The DDPM training schedule (SD-1.5's scaled-linear betas, epsilon prediction)."""
+    return DDPMScheduler(
+        num_train_timesteps=num_train_timesteps,
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        prediction_type="epsilon",
+        clip_sample=False,
+    )
+
+
+def compute_loss(
+    unet: UNet2DModel,
+    batch: dict[str, torch.Tensor],
+    scheduler: DDPMScheduler,
+    generator: torch.Generator,
+    condition_dropout: float,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Epsilon-MSE of the UNet given cat(noisy thermal latent, visible latent); the condition is zeroed with
+    probability `condition_dropout` so that the same network also learns the unconditional model (for CFG)."""
+    target = batch["thermal_latent"]  # (B, 4, h, w)
+    condition = batch["visible_latent"]  # (B, 4, h, w)
+    size = target.shape[0]
+    noise = randn_tensor(target.shape, generator=generator, device=target.device, dtype=target.dtype)
+    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (size,), generator=generator).to(target.device)
+    keep = (torch.rand(size, generator=generator) >= condition_dropout).to(target.device, target.dtype)
+    noisy = scheduler.add_noise(target, noise, timesteps)
+    prediction = unet(torch.cat([noisy, condition * keep.view(size, 1, 1, 1)], dim=1), timesteps).sample
+    loss = F.mse_loss(prediction.float(), noise.float())
+    return loss, {}
+
+
+class LatentPairs:
+    """Scaled latents of whole pairs and their mirror images, cropped at random per draw."""
+
+    def __init__(self, pairs: PairedImages, vae: AutoencoderKL, min_size: int):
+        self.visible: list[torch.Tensor] = []
+        self.thermal: list[torch.Tensor] = []
+        scale = vae.config.scaling_factor
+        with torch.no_grad():
+            for index in tqdm(range(len(pairs)), desc="encode latents", leave=False):
+                visible, thermal = pairs.pair(index)
+                image = torch.cat([visible, thermal.expand(3, -1, -1)])[None]  # (1, 6, H, W)
+                image = _fit_for_encoding(image, min_size)
+                for flipped in (image, image.flip(-1)):
+                    both = torch.cat([flipped[:, :3], flipped[:, 3:]]).to(vae.device, vae.dtype)
+                    latents = vae.encode(both).latent_dist.mode().float().cpu() * scale  # (2, 4, h, w)
+                    self.visible.append(latents[0])
+                    self.thermal.append(latents[1])
+
+    def sample(self, batch_size: int, size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        visible, thermal = [], []
+        for index in torch.randint(len(self.visible), (batch_size,), generator=generator).tolist():
+            _, height, width = self.visible[index].shape
+            top = int(torch.randint(height - size + 1, (1,), generator=generator))
+            left = int(torch.randint(width - size + 1, (1,), generator=generator))
+            visible.append(self.visible[index][:, top : top + size, left : left + size])
+            thermal.append(self.thermal[index][:, top : top + size, left : left + size])
+        return {"visible_latent": torch.stack(visible), "thermal_latent": torch.stack(thermal)}
+
+
+def _fit_for_encoding(image: torch.Tensor, min_size: int) -> torch.Tensor:
+    """Upscale images smaller than a crop, then trim to a multiple of 8 so latents align with pixels."""
+    height, width = image.shape[2:]
+    if min(height, width) < min_size:
+        factor = min_size / min(height, width)
+        height, width = max(min_size, round(height * factor)), max(min_size, round(width * factor))
+        image = F.interpolate(image, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+    return image[:, :, : height // 8 * 8, : width // 8 * 8]
+
+
+def _center_crop(image: torch.Tensor, size: int) -> torch.Tensor:
+    height, width = image.shape[-2:]
+    top, left = max(0, (height - size) // 2), max(0, (width - size) // 2)
+    return image[..., top : top + size, left : left + size]
+
+
+def build_task(config: V2TTrainConfig) -> TrainingTask:
+    data = config.data
+    autoencoder_dir = Path(config.autoencoder)
+    normalization = load_normalization(autoencoder_dir)
+    vae = AutoencoderKL.from_pretrained(autoencoder_dir).eval().requires_grad_(False)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    vae.to(device)
+    pairs = PairedImages(load_paired_arrays(data.paths, data.split, data.skip_bad, data.max_side), normalization)
+    latents = LatentPairs(pairs, vae, config.crop_size)
+    latent_size = config.crop_size // 8
+    scheduler = noise_schedule(config.num_train_timesteps)
+    logger.info("v2t data: %d pairs (%d latent pairs with mirrors)", len(pairs), len(latents.visible))
+
+    torch.manual_seed(config.seed)
+    unet = build_v2t_unet(config.architecture, vae.config.latent_channels)
+    # Validation on fixed centre crops of the first training pairs: a progress picture, not a test-set metric.
+    shown = [pairs.pair(i) for i in range(min(4, len(pairs)))]
+    val_visible = [_center_crop(v, 2 * config.crop_size) for v, _ in shown]
+    val_thermal = [_center_crop(t, 2 * config.crop_size) for _, t in shown]
+
+    def pipeline_for(model: UNet2DModel) -> VisibleToThermalPipeline:
+        sampler = DDIMScheduler.from_config(scheduler.config, timestep_spacing="trailing")
+        return VisibleToThermalPipeline(vae, model, sampler, thermal_normalization=normalization.to_dict())
+
+    def draw_batch(generator):
+        return latents.sample(config.batch_size, latent_size, generator)
+
+    def loss(model, batch, generator):
+        return compute_loss(model, batch, scheduler, generator, config.condition_dropout)
+
+    def validate(model, grid_path):
+        pipeline = pipeline_for(model)
+        pipeline.set_progress_bar_config(disable=True)
+        rows, scores = [], []
+        for visible, thermal in zip(val_visible, val_thermal, strict=True):
+            made = pipeline(
+                visible, num_inference_steps=config.validation_inference_steps,
+                generator=torch.Generator().manual_seed(config.seed), output_type="pt",
+            ).images
+            rows.append([tensor_to_rgb(visible), tensor_to_rgb(thermal), tensor_to_rgb(made[0])])
+            scores.append(ssim(made, thermal[None]).item())
+        image_grid(rows).save(grid_path)
+        return {"train_crop_ssim": sum(scores) / len(scores)}
+
+    def export(model, folder):
+        pipeline_for(model).save_pretrained(folder)
+
+    return TrainingTask(config, unet, draw_batch, loss, validate, export, export_name="pipeline")
+
+
+def train(config: V2TTrainConfig) -> Path:
+    """Train the V2T LDM described by `config`; returns the exported pipeline folder (<run>/pipeline)."""
+    return run_training(build_task(config))

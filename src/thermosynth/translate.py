@@ -1,0 +1,145 @@
+"""Batch translation of image files with a VisibleToThermalPipeline: the engine behind `thermosynth translate`.
+
+Resumable: outputs are written atomically and inputs whose output exists are skipped. Each image's noise comes
+from (seed, file name), so an output does not depend on batch size, on the order of inputs, or on resumption.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import zlib
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from thermosynth.data.errors import DataError
+from thermosynth.data.images import atomic_write, list_images, read_visible
+from thermosynth.data.sources import is_thermal_only, load_pairs
+from thermosynth.render import PALETTES, colorize
+
+logger = logging.getLogger(__name__)
+
+
+def collect_inputs(inputs: list[str | os.PathLike], split: str | None = None, skip_bad: bool = False) -> list[Path]:
+    """Visible image files from files, plain folders, or paired data sets (their visible side of `split`)."""
+    files: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_file() and item.suffix.lower() in (".jsonl", ".json"):
+            files += [p.visible for p in load_pairs(item, split, skip_bad)]
+        elif item.is_file():
+            files.append(item)
+        elif item.is_dir() and not is_thermal_only(item) and any(p.is_dir() for p in item.iterdir()):
+            files += [p.visible for p in load_pairs(item, split, skip_bad)]
+        elif item.is_dir():
+            found = list_images(item)
+            if not found:
+                raise DataError(f"{item}: folder holds no images (png, jpg, tif, bmp).")
+            files += found
+        else:
+            raise DataError(f"{item}: no such file or folder.")
+    seen: dict[str, Path] = {}
+    for path in files:
+        if path.stem in seen and seen[path.stem] != path:
+            raise DataError(
+                f"{path} and {seen[path.stem]} would both be written as {path.stem}.png; translate them separately."
+            )
+        seen[path.stem] = path
+    return list(seen.values())
+
+
+def _check_header(path: Path) -> None:
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except Exception as error:  # PIL raises many types for broken files
+        raise DataError(
+            f"{path}: cannot be read as an image ({error}). Replace or delete it, or pass --skip-bad to skip it."
+        ) from error
+
+
+def image_seed(seed: int, path: Path) -> int:
+    return (seed * 1_000_003 + zlib.crc32(path.name.encode())) % 2**63
+
+
+def translate_files(
+    pipeline,
+    inputs: list[Path],
+    out_dir: Path,
+    num_inference_steps: int = 25,
+    guidance_scale: float = 1.0,
+    seed: int = 0,
+    batch_size: int = 4,
+    bit_depth: int = 8,
+    palettes: tuple[str, ...] = (),
+    skip_bad: bool = False,
+) -> dict[str, int]:
+    """Translate every input to ``out_dir/<stem>.png`` (palette renderings in ``out_dir/<palette>/``).
+
+    Returns counts: written, skipped_existing, skipped_bad.
+    """
+    if bit_depth not in (8, 16):
+        raise ValueError(f"bit depth must be 8 or 16, got {bit_depth}")
+    for palette in palettes:
+        if palette not in PALETTES:
+            raise ValueError(f"unknown palette {palette!r}; choose from {PALETTES}")
+    out_dir = Path(out_dir)
+    counts = {"written": 0, "skipped_existing": 0, "skipped_bad": 0}
+
+    todo = []
+    for path in inputs:
+        targets = [out_dir / f"{path.stem}.png", *(out_dir / p / f"{path.stem}.png" for p in palettes)]
+        if all(t.is_file() for t in targets):
+            counts["skipped_existing"] += 1
+            continue
+        try:
+            _check_header(path)
+        except DataError as error:
+            if not skip_bad:
+                raise
+            logger.warning("skipped: %s", error)
+            counts["skipped_bad"] += 1
+            continue
+        todo.append(path)
+
+    by_size: dict[tuple[int, int], list[Path]] = defaultdict(list)
+    for path in todo:
+        with Image.open(path) as image:
+            by_size[image.size].append(path)
+
+    output_type = "pil16" if bit_depth == 16 else "pil"
+    progress = tqdm(total=len(todo), desc="translate", unit="img")
+    for paths in by_size.values():
+        for start in range(0, len(paths), batch_size):
+            chunk, images = [], []
+            for path in paths[start : start + batch_size]:
+                try:
+                    images.append(read_visible(path))
+                    chunk.append(path)
+                except DataError as error:
+                    if not skip_bad:
+                        raise
+                    logger.warning("skipped: %s", error)
+                    counts["skipped_bad"] += 1
+                    progress.update(1)
+            if not chunk:
+                continue
+            generators = [torch.Generator().manual_seed(image_seed(seed, p)) for p in chunk]
+            results = pipeline(
+                images, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                generator=generators, output_type=output_type,
+            ).images
+            for path, result in zip(chunk, results, strict=True):
+                atomic_write(out_dir / f"{path.stem}.png", lambda tmp, r=result: r.save(tmp, format="PNG"))
+                for palette in palettes:
+                    rendering = Image.fromarray(colorize(np.asarray(result), palette))
+                    atomic_write(out_dir / palette / f"{path.stem}.png",
+                                 lambda tmp, r=rendering: r.save(tmp, format="PNG"))
+                counts["written"] += 1
+            progress.update(len(chunk))
+    progress.close()
+    return counts

@@ -1,0 +1,76 @@
+"""Tiny random components and synthetic data: every test runs on the CPU in seconds, offline."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # tests never touch the network
+
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SAMPLES = Path(__file__).resolve().parents[1] / "src" / "thermosynth" / "samples"
+
+
+def scene(height: int, width: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A synthetic aligned pair: a textured visible image and a thermal image with a hot square."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    visible = np.stack([(xx * 255 // width), (yy * 255 // height), rng.integers(0, 256, (height, width))], axis=2)
+    thermal = (60 + yy * 40 // height).astype(np.uint8)
+    top, left = rng.integers(0, height // 2), rng.integers(0, width // 2)
+    thermal[top : top + height // 3, left : left + width // 3] = 220
+    visible[top : top + height // 3, left : left + width // 3] = (200, 40, 40)
+    return visible.astype(np.uint8), thermal
+
+
+@pytest.fixture
+def paired_folder(tmp_path) -> Path:
+    """visible/ and thermal/ with 6 pairs of 40x48 (PNG thermal, JPEG-free so pixels are exact)."""
+    root = tmp_path / "pairs"
+    (root / "visible").mkdir(parents=True)
+    (root / "thermal").mkdir()
+    for i in range(6):
+        visible, thermal = scene(40, 48, i)
+        Image.fromarray(visible).save(root / "visible" / f"img{i}.png")
+        Image.fromarray(thermal).save(root / "thermal" / f"img{i}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline():
+    """A VisibleToThermalPipeline with random weights: AE downsampling 2x, UNet with 2 levels."""
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DModel
+
+    from thermosynth.pipelines import VisibleToThermalPipeline
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16), layers_per_block=1,
+        norm_num_groups=8, down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+    )
+    unet = UNet2DModel(
+        in_channels=8, out_channels=4, block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8,
+        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"), sample_size=16,
+    )
+    scheduler = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False)
+    pipeline = VisibleToThermalPipeline(vae.eval(), unet.eval(), scheduler)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline_dir(tiny_pipeline, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("pipeline")
+    tiny_pipeline.save_pretrained(folder)
+    return folder
+
+
+def requires_shared_data(*parts: str):
+    path = SHARED_DATA.joinpath(*parts)
+    return pytest.mark.skipif(not path.is_dir(), reason=f"{path} not present (only on machines with ../shared)")

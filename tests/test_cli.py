@@ -1,0 +1,85 @@
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from thermosynth.cli import main
+from thermosynth.data import read_thermal
+
+from conftest import SAMPLES, scene
+
+
+@pytest.fixture
+def visible_folder(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i, (h, w) in enumerate([(20, 36), (20, 36), (27, 19)]):
+        Image.fromarray(scene(h, w, i)[0]).save(folder / f"v{i}.jpg")
+    return folder
+
+
+def translate(*args):
+    main(["translate", *map(str, args), "--steps", "2"])
+
+
+def test_translate_folder_then_resume(visible_folder, tiny_pipeline_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    translate(visible_folder, "--model", tiny_pipeline_dir, "--out", out, "--palette", "ironbow", "--batch-size", "2")
+    assert "3 written" in capsys.readouterr().out
+    for i, (h, w) in enumerate([(20, 36), (20, 36), (27, 19)]):
+        image = Image.open(out / f"v{i}.png")
+        assert (image.size, image.mode) == ((w, h), "L")
+        assert Image.open(out / "ironbow" / f"v{i}.png").mode == "RGB"
+    translate(visible_folder, "--model", tiny_pipeline_dir, "--out", out, "--palette", "ironbow")
+    assert "0 written, 3 already there" in capsys.readouterr().out
+
+
+def test_outputs_do_not_depend_on_batching(visible_folder, tiny_pipeline_dir, tmp_path):
+    translate(visible_folder, "--model", tiny_pipeline_dir, "--out", tmp_path / "a", "--batch-size", "1")
+    translate(visible_folder, "--model", tiny_pipeline_dir, "--out", tmp_path / "b", "--batch-size", "3")
+    for i in range(3):
+        a, b = (np.asarray(Image.open(tmp_path / d / f"v{i}.png"), dtype=int) for d in ("a", "b"))
+        assert np.abs(a - b).max() <= 1
+
+
+def test_sixteen_bit_output(visible_folder, tiny_pipeline_dir, tmp_path):
+    translate(visible_folder / "v0.jpg", "--model", tiny_pipeline_dir, "--out", tmp_path, "--bit-depth", "16")
+    assert read_thermal(tmp_path / "v0.png").dtype == np.uint16
+
+
+def test_corrupt_jpeg_is_named(visible_folder, tiny_pipeline_dir, tmp_path, capsys):
+    (visible_folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF garbage")
+    with pytest.raises(SystemExit) as exit_info:
+        translate(visible_folder, "--model", tiny_pipeline_dir, "--out", tmp_path / "out")
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "broken.jpg" in error and "--skip-bad" in error
+    translate(visible_folder, "--model", tiny_pipeline_dir, "--out", tmp_path / "out", "--skip-bad")
+    assert "3 written, 0 already there, 1 unreadable skipped" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == ["v0.png", "v1.png", "v2.png"]
+
+
+def test_paired_data_set_input_uses_its_split(tiny_pipeline_dir, tmp_path):
+    translate(SAMPLES / "roadscene", "--split", "test", "--model", tiny_pipeline_dir, "--out", tmp_path)
+    made = sorted(p.stem for p in tmp_path.glob("*.png"))
+    assert made == sorted((SAMPLES / "roadscene" / "splits" / "test.txt").read_text().split())
+    for stem in made:  # written at the input size
+        assert Image.open(tmp_path / f"{stem}.png").size == Image.open(
+            SAMPLES / "roadscene" / "crop_LR_visible" / f"{stem}.jpg").size
+
+
+def test_missing_model_is_explained(visible_folder, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        translate(visible_folder, "--model", tmp_path / "nothing-here", "--out", tmp_path / "out")
+    assert "not a thermosynth pipeline folder" in str(exit_info.value)
+
+
+def test_train_dry_run(capsys, tmp_path):
+    main(["train", "autoencoder", "--data", str(SAMPLES / "roadscene"), "--data", str(SAMPLES / "hit-uav"),
+          "--out", str(tmp_path / "run"), "--dry-run"])
+    out = capsys.readouterr().out
+    config = json.loads(out[: out.rindex("}") + 1])
+    assert config["task"] == "autoencoder" and config["architecture"] == "tiny"
+    assert "9 pairs" in out and "5 thermal images" in out
+    assert not (tmp_path / "run").exists()  # a dry run writes nothing

@@ -1,0 +1,125 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from thermosynth.pipelines import VisibleToThermalPipeline
+from thermosynth.training import DataConfig, make_config, train
+from thermosynth.training.checkpoint import checkpoint_dirs
+from thermosynth.training.v2t import compute_loss, noise_schedule
+
+FAST = dict(steps=4, batch_size=2, crop_size=32, checkpoint_every=2, validate_every=4, log_every=1, warmup_steps=1)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny autoencoder and V2T model trained for 4 steps each on synthetic pairs."""
+    from PIL import Image
+
+    from conftest import scene
+
+    root = tmp_path_factory.mktemp("train")
+    data = root / "pairs"
+    (data / "visible").mkdir(parents=True)
+    (data / "thermal").mkdir()
+    for i in range(6):
+        visible, thermal = scene(40, 48, i)
+        Image.fromarray(visible).save(data / "visible" / f"img{i}.png")
+        Image.fromarray(thermal).save(data / "thermal" / f"img{i}.png")
+    paths = DataConfig(paths=[str(data)], split=None)
+    autoencoder = train(make_config("autoencoder", "tiny", output_dir=str(root / "ae"), data=paths, **FAST))
+    v2t_config = make_config("v2t", "tiny", output_dir=str(root / "v2t"), data=paths, autoencoder=str(autoencoder),
+                             validation_inference_steps=2, **FAST)
+    pipeline = train(v2t_config)
+    return {"root": root, "data": data, "autoencoder": autoencoder, "pipeline": pipeline, "v2t_config": v2t_config}
+
+
+def test_run_folder_contents(trained):
+    for run in ("ae", "v2t"):
+        folder = trained["root"] / run
+        assert json.loads((folder / "config.json").read_text())["steps"] == 4
+        assert [p.name for p in checkpoint_dirs(folder)] == ["step-0000002", "step-0000004"]
+        steps = [json.loads(line)["step"] for line in (folder / "metrics.jsonl").read_text().splitlines()]
+        assert steps == [1, 2, 3, 4, 4]  # four losses, then the validation metrics
+        assert (folder / "samples" / "step-0000004.png").is_file()
+        assert not list(folder.rglob("*.bin")) and not list(folder.rglob("*.pt"))
+    normalization = json.loads((trained["autoencoder"] / "thermosynth.json").read_text())["thermal_normalization"]
+    assert normalization["bit_depth"] == 8
+
+
+def test_trained_pipeline_translates(trained):
+    from conftest import scene
+
+    pipeline = VisibleToThermalPipeline.from_pretrained(trained["pipeline"])
+    pipeline.set_progress_bar_config(disable=True)
+    (image,) = pipeline(scene(37, 51, 9)[0], num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images
+    assert image.size == (51, 37)
+    assert pipeline.vae.config.scaling_factor != 0.18215  # set from this autoencoder's own latents
+
+
+def test_resume_replays_exactly(trained, tmp_path):
+    """Interrupt after step 2 (drop the later checkpoint and export), re-run the same config: same weights."""
+    resumed_dir = tmp_path / "v2t"
+    shutil.copytree(trained["root"] / "v2t", resumed_dir)
+    shutil.rmtree(resumed_dir / "checkpoints" / "step-0000004")
+    shutil.rmtree(resumed_dir / "pipeline")
+    config = make_config("v2t", "tiny", output_dir=str(resumed_dir), data=trained["v2t_config"].data,
+                         autoencoder=trained["v2t_config"].autoencoder, validation_inference_steps=2, **FAST)
+    train(config)
+    original = load_file(trained["root"] / "v2t" / "checkpoints" / "step-0000004" / "model.safetensors")
+    resumed = load_file(resumed_dir / "checkpoints" / "step-0000004" / "model.safetensors")
+    assert original.keys() == resumed.keys()
+    for key in original:
+        torch.testing.assert_close(resumed[key], original[key], rtol=0, atol=0)
+    for name in ("ema.safetensors", "optimizer.safetensors"):
+        a = load_file(trained["root"] / "v2t" / "checkpoints" / "step-0000004" / name)
+        b = load_file(resumed_dir / "checkpoints" / "step-0000004" / name)
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    steps = [json.loads(line)["step"] for line in (resumed_dir / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 4]  # resumed steps are logged once
+
+
+def test_finished_run_is_not_retrained(trained):
+    before = (trained["pipeline"] / "unet" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns
+    assert train(trained["v2t_config"]) == trained["pipeline"]
+    assert (trained["pipeline"] / "unet" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns == before
+
+
+def test_changed_config_is_refused(trained):
+    config = make_config("v2t", "tiny", output_dir=str(trained["root"] / "v2t"), data=trained["v2t_config"].data,
+                         autoencoder=trained["v2t_config"].autoencoder, **{**FAST, "batch_size": 3})
+    with pytest.raises(ValueError, match="batch_size differ"):
+        train(config)
+
+
+def test_v2t_loss_trains_on_the_condition(tiny_pipeline):
+    """The loss backpropagates into the UNet, and dropout zeroes the visible latent the UNet sees."""
+    unet = tiny_pipeline.unet
+    batch = {"thermal_latent": torch.randn(4, 4, 8, 8), "visible_latent": torch.randn(4, 4, 8, 8)}
+    seen = []
+    hook = unet.conv_in.register_forward_hook(lambda module, args, out: seen.append(args[0][:, 4:].clone()))
+    try:
+        loss, _ = compute_loss(unet, batch, noise_schedule(), torch.Generator().manual_seed(0), 0.0)
+        loss.backward()
+        compute_loss(unet, batch, noise_schedule(), torch.Generator().manual_seed(0), 0.999999)
+    finally:
+        hook.remove()
+        unet.zero_grad(set_to_none=True)
+    assert torch.equal(seen[0], batch["visible_latent"])
+    assert torch.count_nonzero(seen[1]) == 0
+    assert np.isfinite(loss.item())
+
+
+def test_presets_validate():
+    with pytest.raises(ValueError, match="unknown preset"):
+        make_config("v2t", "huge", output_dir="x", autoencoder="a")
+    with pytest.raises(ValueError, match="multiple of 8"):
+        make_config("autoencoder", "tiny", output_dir="x", crop_size=30)
+    with pytest.raises(ValueError, match="autoencoder is required"):
+        make_config("v2t", "tiny", output_dir="x")
+    for task in ("autoencoder", "v2t"):
+        for preset in ("tiny", "small", "sd15"):
+            make_config(task, preset, output_dir="x", autoencoder="a" if task == "v2t" else None)
