@@ -79,7 +79,7 @@ def _load_pipeline(model: str, device: str | None, scheduler: str):
                              "Give the 'pipeline' folder of a `thermosynth train v2t` run.")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    pipeline = VisibleToThermalPipeline.from_pretrained(model, torch_dtype=dtype).to(device)
+    pipeline = VisibleToThermalPipeline.from_pretrained(model).to(device, dtype)
     set_scheduler(pipeline, scheduler)
     pipeline.set_progress_bar_config(disable=True)
     return pipeline

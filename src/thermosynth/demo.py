@@ -11,7 +11,6 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from thermosynth.data.images import read_thermal, read_visible
 from thermosynth.data.sources import roadscene_pairs
@@ -36,7 +35,7 @@ def run_demo(out: Path, ae_steps: int = 250, v2t_steps: int = 500) -> Path:
         "v2t", "tiny", output_dir=str(out / "v2t-run"), steps=v2t_steps, autoencoder=str(autoencoder),
         data=DataConfig(paths=[str(roadscene)]),
     ))
-    pipeline = VisibleToThermalPipeline.from_pretrained(pipeline_dir, torch_dtype=torch.float32)
+    pipeline = VisibleToThermalPipeline.from_pretrained(pipeline_dir)
     pipeline.set_progress_bar_config(disable=True)
     test_pairs = roadscene_pairs(roadscene, "test")
     translated = out / "translated"

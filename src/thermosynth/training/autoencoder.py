@@ -17,7 +17,7 @@ from thermosynth.data.normalization import ThermalNormalization
 from thermosynth.models.configs import build_autoencoder
 from thermosynth.render import image_grid, tensor_to_rgb
 from thermosynth.training.config import AutoencoderTrainConfig
-from thermosynth.training.loop import TrainingTask, run_training
+from thermosynth.training.loop import TrainingTask, train_with
 
 logger = logging.getLogger(__name__)
 
@@ -97,4 +97,4 @@ def build_task(config: AutoencoderTrainConfig) -> TrainingTask:
 
 def train(config: AutoencoderTrainConfig) -> Path:
     """Train the autoencoder described by `config`; returns the exported folder (<run>/autoencoder)."""
-    return run_training(build_task(config))
+    return train_with(config, build_task)

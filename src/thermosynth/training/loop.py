@@ -133,6 +133,12 @@ def _export(task: TrainingTask, model: torch.nn.Module, ema: EMAModel, run_dir: 
     return final
 
 
+def train_with(config: TrainConfig, build_task: Callable[[TrainConfig], TrainingTask]) -> Path:
+    """Check the run folder first (cheap), then build the task (loads data) and train it."""
+    prepare_run_dir(config)
+    return run_training(build_task(config))
+
+
 def run_training(task: TrainingTask) -> Path:
     """Train (or resume) the task's run; returns the folder of the exported model."""
     config = task.config

@@ -22,7 +22,7 @@ from thermosynth.pipelines.visible_to_thermal import VisibleToThermalPipeline
 from thermosynth.render import image_grid, tensor_to_rgb
 from thermosynth.training.autoencoder import load_normalization, ssim
 from thermosynth.training.config import V2TTrainConfig
-from thermosynth.training.loop import TrainingTask, run_training
+from thermosynth.training.loop import TrainingTask, train_with
 
 logger = logging.getLogger(__name__)
 
@@ -157,4 +157,4 @@ def build_task(config: V2TTrainConfig) -> TrainingTask:
 
 def train(config: V2TTrainConfig) -> Path:
     """Train the V2T LDM described by `config`; returns the exported pipeline folder (<run>/pipeline)."""
-    return run_training(build_task(config))
+    return train_with(config, build_task)
