@@ -1,6 +1,6 @@
 """Score translated RoadScene test images against the real thermal images: mean SSIM, PSNR, MAE; and a grid.
 
-    python benchmarks/v2t_tiny_cpu/score.py ROADSCENE_ROOT TRANSLATED_DIR OUT_GRID.png
+    python benchmarks/v2t_tiny_cpu/score.py ROADSCENE_ROOT TRANSLATED_DIR OUT_GRID.jpg
 """
 
 import json
@@ -22,6 +22,6 @@ for pair in pairs:
     if len(rows) < 6:
         rows.append([read_visible(pair.visible), np.repeat(real[..., None], 3, 2), np.repeat(made[..., None], 3, 2),
                      colorize(made, "ironbow")])
-image_grid(rows).save(grid_path)
+image_grid(rows).save(grid_path, quality=85)
 mean = {k: round(float(np.mean([s[k] for s in scores])), 4) for k in scores[0]}
 print(json.dumps({"pairs": len(scores), **mean}))

@@ -78,8 +78,9 @@ def _load_pipeline(model: str, device: str | None, scheduler: str):
             raise SystemExit(f"error: {model}: not a thermosynth pipeline folder (no model_index.json). "
                              "Give the 'pipeline' folder of a `thermosynth train v2t` run.")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    pipeline = VisibleToThermalPipeline.from_pretrained(model).to(device, dtype)
+    pipeline = VisibleToThermalPipeline.from_pretrained(model).to(device)
+    if device.startswith("cuda"):
+        pipeline.to(dtype=torch.bfloat16)
     set_scheduler(pipeline, scheduler)
     pipeline.set_progress_bar_config(disable=True)
     return pipeline

@@ -88,7 +88,7 @@ class MetricsLog:
         if not enabled:
             return
         if path.is_file():
-            kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= resume_step]
+            kept = [line for line in path.read_text().splitlines() if self._step_of(line) <= resume_step]
             path.write_text("".join(line + "\n" for line in kept))
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -96,6 +96,13 @@ class MetricsLog:
             self.writer = SummaryWriter(str(path.parent / "tensorboard"), purge_step=resume_step + 1)
         except ImportError:
             pass
+
+    @staticmethod
+    def _step_of(line: str) -> float:
+        try:
+            return json.loads(line)["step"]
+        except (json.JSONDecodeError, KeyError, TypeError):  # a line cut short by a crash
+            return math.inf
 
     def write(self, step: int, values: dict[str, float]) -> None:
         if not self.enabled:
