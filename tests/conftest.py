@@ -29,17 +29,20 @@ def scene(height: int, width: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return visible.astype(np.uint8), thermal
 
 
-@pytest.fixture
-def paired_folder(tmp_path) -> Path:
-    """visible/ and thermal/ with 6 pairs of 40x48 (PNG thermal, JPEG-free so pixels are exact)."""
-    root = tmp_path / "pairs"
+def write_pairs(root: Path, count: int = 6) -> Path:
+    """visible/ and thermal/ with `count` synthetic pairs of 40x48, as PNG so that pixels are exact."""
     (root / "visible").mkdir(parents=True)
     (root / "thermal").mkdir()
-    for i in range(6):
+    for i in range(count):
         visible, thermal = scene(40, 48, i)
         Image.fromarray(visible).save(root / "visible" / f"img{i}.png")
         Image.fromarray(thermal).save(root / "thermal" / f"img{i}.png")
     return root
+
+
+@pytest.fixture
+def paired_folder(tmp_path) -> Path:
+    return write_pairs(tmp_path / "pairs")
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,8 @@ from thermosynth.training import DataConfig, make_config, train
 from thermosynth.training.checkpoint import checkpoint_dirs
 from thermosynth.training.v2t import compute_loss, noise_schedule
 
+from conftest import scene, write_pairs
+
 FAST = dict(steps=4, batch_size=2, crop_size=32, checkpoint_every=2, validate_every=4, log_every=1, warmup_steps=1)
 V2T_FAST = dict(FAST, validation_inference_steps=2)
 
@@ -18,18 +20,8 @@ V2T_FAST = dict(FAST, validation_inference_steps=2)
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A tiny autoencoder and V2T model trained for 4 steps each on synthetic pairs."""
-    from PIL import Image
-
-    from conftest import scene
-
     root = tmp_path_factory.mktemp("train")
-    data = root / "pairs"
-    (data / "visible").mkdir(parents=True)
-    (data / "thermal").mkdir()
-    for i in range(6):
-        visible, thermal = scene(40, 48, i)
-        Image.fromarray(visible).save(data / "visible" / f"img{i}.png")
-        Image.fromarray(thermal).save(data / "thermal" / f"img{i}.png")
+    data = write_pairs(root / "pairs")
     paths = DataConfig(paths=[str(data)], split=None)
     autoencoder = train(make_config("autoencoder", "tiny", output_dir=str(root / "ae"), data=paths, **FAST))
     v2t_config = make_config("v2t", "tiny", output_dir=str(root / "v2t"), data=paths, autoencoder=str(autoencoder),
@@ -52,8 +44,6 @@ def test_run_folder_contents(trained):
 
 
 def test_trained_pipeline_translates(trained):
-    from conftest import scene
-
     pipeline = VisibleToThermalPipeline.from_pretrained(trained["pipeline"])
     pipeline.set_progress_bar_config(disable=True)
     (image,) = pipeline(scene(37, 51, 9)[0], num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images
