@@ -9,10 +9,6 @@ import os
 import sys
 from pathlib import Path
 
-logger = logging.getLogger("thermosynth")
-
-SAMPLES = Path(__file__).parent / "samples"
-
 
 def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", action="append", required=True, metavar="PATH",

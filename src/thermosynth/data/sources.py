@@ -110,7 +110,7 @@ def folder_pairs(visible_dir: str | os.PathLike, thermal_dir: str | os.PathLike,
     visible = list_images(_require_dir(visible_dir, "visible"))
     thermal = list_images(_require_dir(thermal_dir, "thermal"))
     if not visible:
-        raise DataError(f"{visible_dir}: folder holds no images ({', '.join(('png', 'jpg', 'tif'))}, ...).")
+        raise DataError(f"{visible_dir}: folder holds no images (png, jpg, tif, bmp).")
     return _match_by_stem(visible, thermal, skip_bad, visible_dir)
 
 
