@@ -1,5 +1,8 @@
-"""Metrics. For now the paired translation metrics; the full harness (distribution metrics, reports) will follow."""
+"""Metrics, each as a torchmetrics `Metric` (update / compute / reset, float64 sums) with a function form beside it.
 
-from thermosynth.evaluation.paired import paired_metrics
+For now the paired translation metrics; distribution metrics, reports and `thermosynth evaluate` will follow.
+"""
 
-__all__ = ["paired_metrics"]
+from thermosynth.evaluation.paired import PairedThermalMetrics, paired_metrics
+
+__all__ = ["PairedThermalMetrics", "paired_metrics"]
