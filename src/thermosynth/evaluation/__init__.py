@@ -1,8 +1,16 @@
 """Metrics, each as a torchmetrics `Metric` (update / compute / reset, float64 sums) with a function form beside it.
 
-For now the paired translation metrics; distribution metrics, reports and `thermosynth evaluate` will follow.
+So far: paired translation metrics (SSIM / PSNR / MAE) and distribution metrics (Fréchet distance, KID) on
+offline EfficientNet-Lite0 features. Reports and `thermosynth evaluate` will follow.
 """
 
+from thermosynth.evaluation.distribution import frechet_distance, frechet_distance_metric, kernel_distance_metric
 from thermosynth.evaluation.paired import PairedThermalMetrics, paired_metrics
 
-__all__ = ["PairedThermalMetrics", "paired_metrics"]
+__all__ = [
+    "PairedThermalMetrics",
+    "frechet_distance",
+    "frechet_distance_metric",
+    "kernel_distance_metric",
+    "paired_metrics",
+]
