@@ -1,13 +1,17 @@
 """Metrics, each as a torchmetrics `Metric` (update / compute / reset, float64 sums) with a function form beside it.
 
-So far: paired translation metrics (SSIM / PSNR / MAE) and distribution metrics (Fréchet distance, KID) on
-offline EfficientNet-Lite0 features. Reports and `thermosynth evaluate` will follow.
+So far: paired translation metrics (SSIM / PSNR / MAE), distribution metrics (Fréchet distance, KID) on offline
+EfficientNet-Lite0 features, and thermal consistency (hot-region IoU, intensity histogram distance). Face
+verification, reports and `thermosynth evaluate` will follow.
 """
 
 from thermosynth.evaluation.distribution import frechet_distance, frechet_distance_metric, kernel_distance_metric
 from thermosynth.evaluation.paired import PairedThermalMetrics, paired_metrics
+from thermosynth.evaluation.thermal import HotRegionIoU, IntensityHistogramDistance
 
 __all__ = [
+    "HotRegionIoU",
+    "IntensityHistogramDistance",
     "PairedThermalMetrics",
     "frechet_distance",
     "frechet_distance_metric",
