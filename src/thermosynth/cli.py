@@ -1,4 +1,4 @@
-"""The `thermosynth` command: train | translate | demo."""
+"""The `thermosynth` command: train | translate | evaluate | demo."""
 
 from __future__ import annotations
 
@@ -96,6 +96,22 @@ def cmd_translate(args: argparse.Namespace) -> None:
           f"{counts['skipped_bad']} unreadable skipped -> {args.out}")
 
 
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from thermosynth.evaluation.report import evaluate_pairs
+
+    if (args.model is None) == (args.generated is None):
+        raise ValueError("give exactly one of --model (generate, then score) or --generated (score a folder)")
+    pipeline, generation = None, None
+    if args.model is not None:
+        pipeline = _load_pipeline(args.model, args.device, args.scheduler)
+        generation = {"num_inference_steps": args.steps, "guidance_scale": args.guidance, "seed": args.seed,
+                      "batch_size": args.batch_size}
+    report = evaluate_pairs(args.data, args.split, Path(args.out), generated=args.generated and Path(args.generated),
+                            pipeline=pipeline, generation=generation, skip_bad=args.skip_bad)
+    print(json.dumps(report["metrics"], indent=2))
+    print(f"report written to {args.out}/report.md")
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from thermosynth.demo import run_demo
 
@@ -142,6 +158,21 @@ def build_parser() -> argparse.ArgumentParser:
     translate.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     translate.add_argument("--skip-bad", action="store_true", help="log and skip unreadable images")
     translate.set_defaults(func=cmd_translate)
+
+    evaluate = commands.add_parser("evaluate", help="score a V2T model or a folder of generated images on a split")
+    evaluate.add_argument("data", help="paired data set (any supported layout)")
+    evaluate.add_argument("--split", default="test")
+    evaluate.add_argument("--model", help="pipeline folder: generate what is missing into OUT/generated, then score")
+    evaluate.add_argument("--generated", help="folder of generated thermal PNGs named like the visible images")
+    evaluate.add_argument("--out", required=True, help="report folder")
+    evaluate.add_argument("--steps", type=int, default=25)
+    evaluate.add_argument("--guidance", type=float, default=1.0)
+    evaluate.add_argument("--scheduler", default="ddim", choices=("ddim", "dpm++"))
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--batch-size", type=int, default=4)
+    evaluate.add_argument("--device")
+    evaluate.add_argument("--skip-bad", action="store_true")
+    evaluate.set_defaults(func=cmd_evaluate)
 
     demo = commands.add_parser("demo", help="train tiny models on the bundled samples and translate (CPU minutes)")
     demo.add_argument("--out", default="thermosynth-demo")

@@ -1,0 +1,191 @@
+"""`thermosynth evaluate`: score generated thermal images against a data set split and write a report.
+
+Generates what is missing (resumable, through `translate_files`), then computes, on the thermal channel:
+paired SSIM / PSNR / MAE at the native size, hot-region IoU and intensity W1, and the Fréchet distance and KID on
+EfficientNet-Lite0 features. Writes ``report.json``, ``report.md``, ``grid.png`` (visible | real | generated |
+absolute difference in ironbow) and ``histogram.png`` into the output folder. Features of the real images are
+cached per (data set files, split, extractor) under ``$XDG_CACHE_HOME/thermosynth/reference``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.image.kid import KernelInceptionDistance
+from tqdm.auto import tqdm
+
+from thermosynth import __version__
+from thermosynth.data.errors import DataError
+from thermosynth.data.images import atomic_write, read_thermal, read_visible
+from thermosynth.data.sources import PairRecord, load_pairs
+from thermosynth.evaluation.features import EfficientNetLite0Features
+from thermosynth.evaluation.paired import PairedThermalMetrics
+from thermosynth.evaluation.thermal import HotRegionIoU, IntensityHistogramDistance
+from thermosynth.render import colorize, image_grid
+
+logger = logging.getLogger(__name__)
+
+PREPROCESSING = {
+    "paired": "thermal channel at the real image's native size; 8-bit grey levels (16-bit inputs are stretched "
+              "min..max per image)",
+    "features": EfficientNetLite0Features.preprocessing + "; aspect ratio not kept",
+    "hot_mask": "Otsu threshold per image, opening radius 1, regions under 4 pixels dropped",
+}
+
+
+class _Precomputed(nn.Module):
+    """Feeds already-extracted features to torchmetrics' FID/KID, so real features can come from a cache."""
+
+    def __init__(self, num_features: int):
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return features
+
+
+def _as_model_range(thermal: np.ndarray) -> torch.Tensor:
+    """(H, W) uint8 or uint16 -> (1, 1, H, W) float64 in [-1, 1]."""
+    if thermal.dtype == np.uint16:
+        low, high = float(thermal.min()), float(thermal.max())
+        thermal = ((thermal - low) / max(high - low, 1.0) * 255).round().astype(np.uint8)
+    return torch.from_numpy(thermal.astype(np.float64))[None, None] / 127.5 - 1
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "thermosynth" / "reference"
+
+
+def _reference_key(pairs: list[PairRecord], extractor_name: str) -> str:
+    digest = hashlib.sha256(extractor_name.encode())
+    for pair in pairs:
+        stat = pair.thermal.stat()
+        digest.update(f"{pair.thermal.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:24]
+
+
+def _real_features(pairs, reals, extractor) -> torch.Tensor:
+    path = _cache_dir() / f"{extractor.name}-{_reference_key(pairs, extractor.name)}.safetensors"
+    if path.is_file():
+        logger.info("reference features from cache %s", path)
+        return load_file(path)["features"]
+    features = torch.cat([extractor(r) for r in tqdm(reals, desc="reference features", leave=False)])
+    atomic_write(path, lambda tmp: save_file({"features": features.contiguous()}, tmp))
+    return features
+
+
+def _histogram_plot(real: torch.Tensor, generated: torch.Tensor, path: Path) -> None:
+    """Grey-level histograms of real (blue) and generated (orange) pixels, drawn without a plotting library."""
+    width, height, margin = 532, 260, 10
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    peak = float(max(real.max(), generated.max())) or 1.0
+    for histogram, colour in ((real, (40, 90, 200)), (generated, (230, 120, 20))):
+        points = [(margin + 2 * level, height - margin - (height - 3 * margin) * float(v) / peak)
+                  for level, v in enumerate(histogram)]
+        draw.line(points, fill=colour, width=2)
+    draw.line([(margin, height - margin), (width - margin, height - margin)], fill="black")
+    draw.text((margin, 2), "grey level 0..255: real (blue), generated (orange)", fill="black")
+    atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
+
+
+def _markdown(report: dict) -> str:
+    lines = [f"# Evaluation: {report['data']} ({report['split']}, {report['pairs']} pairs)", "",
+             "| metric | value |", "|---|---|"]
+    lines += [f"| {name} | {value:.4f} |" for name, value in report["metrics"].items()]
+    lines += ["", "Generated images: " + report["generated"], ""]
+    lines += [f"- {name}: {text}" for name, text in report["preprocessing"].items()]
+    lines += ["", "Fréchet distance and KID are on EfficientNet-Lite0 features: they are not FID/KID-Inception and "
+              "are not comparable with numbers computed on Inception-v3.", ""]
+    return "\n".join(lines)
+
+
+def evaluate_pairs(
+    data: str | Path,
+    split: str | None,
+    out: Path,
+    generated: Path | None = None,
+    pipeline=None,
+    generation: dict | None = None,
+    skip_bad: bool = False,
+) -> dict:
+    """Evaluate `generated` images (or those `pipeline` makes into ``out/generated``) against `data`'s split."""
+    from thermosynth.translate import translate_files
+
+    out = Path(out)
+    pairs = load_pairs(data, split, skip_bad)
+    if pipeline is not None:
+        generated = out / "generated"
+        counts = translate_files(pipeline, [p.visible for p in pairs], generated, skip_bad=skip_bad,
+                                 **(generation or {}))
+        logger.info("generation: %s", counts)
+    if generated is None:
+        raise ValueError("give either generated images (a folder) or a model to make them")
+
+    paired, hot, histogram = PairedThermalMetrics(), HotRegionIoU(), IntensityHistogramDistance()
+    extractor = EfficientNetLite0Features()
+    reals, fake_features, rows = [], [], []
+    for pair in tqdm(pairs, desc="score", leave=False):
+        made_path = Path(generated) / f"{pair.visible.stem}.png"
+        if not made_path.is_file():
+            raise DataError(f"{made_path}: generated image missing for {pair.visible}. Generate it (pass --model) "
+                            "or remove the pair from the split.")
+        real, made = _as_model_range(read_thermal(pair.thermal)), _as_model_range(read_thermal(made_path))
+        if real.shape != made.shape:
+            raise DataError(f"{made_path} is {made.shape[3]}x{made.shape[2]} but the real image {pair.thermal} is "
+                            f"{real.shape[3]}x{real.shape[2]}; generate at the input size.")
+        paired.update(made, real)
+        hot.update(made, real)
+        histogram.update(real, real=True)
+        histogram.update(made, real=False)
+        reals.append(real)
+        fake_features.append(extractor(made))
+        if len(rows) < 8:
+            difference = ((made - real).abs()[0, 0].numpy() * 127.5).clip(0, 255).astype(np.uint8)
+            grey = lambda t: np.repeat(((t[0, 0].numpy() + 1) * 127.5).round().astype(np.uint8)[..., None], 3, 2)  # noqa: E731
+            rows.append([read_visible(pair.visible), grey(real), grey(made), colorize(difference, "ironbow")])
+
+    real_features = _real_features(pairs, reals, extractor)
+    fake_features = torch.cat(fake_features)
+    fd = FrechetInceptionDistance(feature=_Precomputed(extractor.num_features))
+    kid_subset = max(2, min(50, len(pairs) // 2))  # subsets must differ for a meaningful std
+    kid = KernelInceptionDistance(feature=_Precomputed(extractor.num_features), subset_size=kid_subset, subsets=100)
+    for metric in (fd, kid):
+        metric.update(real_features, real=True)
+        metric.update(fake_features, real=False)
+    with torch.random.fork_rng():  # KID draws its subsets from the global RNG: fix it so reports repeat
+        torch.manual_seed(0)
+        kid_mean, kid_std = kid.compute()
+
+    metrics = {**paired.compute(), **hot.compute(), **histogram.compute(),
+               f"fd_{extractor.name}": float(fd.compute()), f"kid_{extractor.name}": float(kid_mean),
+               f"kid_{extractor.name}_std": float(kid_std)}
+    report = {
+        "data": str(data), "split": split, "pairs": len(pairs), "generated": str(generated),
+        "generation": generation or {}, "metrics": metrics,
+        "preprocessing": {**PREPROCESSING, "kid": f"{kid.subsets} subsets of {kid_subset} images"},
+        "thermosynth": __version__, "torch": torch.__version__, "machine": platform.platform(),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "report.json", lambda tmp: tmp.write_text(json.dumps(report, indent=2) + "\n"))
+    atomic_write(out / "report.md", lambda tmp: tmp.write_text(_markdown(report)))
+    grid = image_grid(rows)
+    if grid.width > 1600:  # keep the report light; the full-size images are in the generated folder
+        grid = grid.resize((1600, round(grid.height * 1600 / grid.width)), Image.Resampling.LANCZOS)
+    atomic_write(out / "grid.png", lambda tmp: grid.save(tmp, format="PNG"))
+    _histogram_plot(histogram.real_histogram, histogram.generated_histogram, out / "histogram.png")
+    return report

@@ -1,0 +1,72 @@
+import json
+import shutil
+
+import pytest
+
+from thermosynth.cli import main
+
+from conftest import SAMPLES
+
+ROADSCENE = SAMPLES / "roadscene"
+TEST_STEMS = sorted((ROADSCENE / "splits" / "test.txt").read_text().split())
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+def evaluate(*args):
+    main(["evaluate", str(ROADSCENE), "--split", "test", *map(str, args)])
+
+
+def test_model_is_generated_scored_and_reported(tiny_pipeline_dir, tmp_path, capsys):
+    out = tmp_path / "report"
+    evaluate("--model", tiny_pipeline_dir, "--out", out, "--steps", "2")
+    report = json.loads((out / "report.json").read_text())
+    assert report["pairs"] == 3 and report["generation"]["num_inference_steps"] == 2
+    for key in ("ssim", "psnr", "mae", "hot_iou", "intensity_w1", "fd_efficientnet-lite0", "kid_efficientnet-lite0"):
+        assert key in report["metrics"]
+    assert "fid" not in " ".join(report["metrics"]).lower()  # offline features are never called FID
+    assert "features" in report["preprocessing"]
+    for name in ("report.md", "grid.png", "histogram.png"):
+        assert (out / name).is_file()
+    assert sorted(p.stem for p in (out / "generated").glob("*.png")) == TEST_STEMS
+    cached = list((tmp_path / "cache" / "thermosynth" / "reference").glob("*.safetensors"))
+    assert len(cached) == 1
+
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "generated").glob("*.png")}
+    evaluate("--model", tiny_pipeline_dir, "--out", out, "--steps", "2")  # resumes: nothing regenerated
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "generated").glob("*.png")} == before
+    assert json.loads((out / "report.json").read_text())["metrics"] == report["metrics"]
+
+
+def test_real_images_score_perfectly(tmp_path):
+    generated = tmp_path / "generated"
+    generated.mkdir()
+    for stem in TEST_STEMS:  # the real thermal images, named like the visible ones, as PNG
+        from PIL import Image
+
+        Image.open(ROADSCENE / "cropinfrared" / f"{stem}.jpg").save(generated / f"{stem}.png")
+    evaluate("--generated", generated, "--out", tmp_path / "report")
+    metrics = json.loads((tmp_path / "report" / "report.json").read_text())["metrics"]
+    assert metrics["ssim"] == pytest.approx(1.0) and metrics["mae"] == 0.0
+    assert metrics["hot_iou"] == pytest.approx(1.0) and metrics["intensity_w1"] == pytest.approx(0.0)
+    assert abs(metrics["fd_efficientnet-lite0"]) < 1e-2
+
+
+def test_missing_generated_image_is_named(tmp_path, capsys):
+    generated = tmp_path / "generated"
+    generated.mkdir()
+    shutil.copy(ROADSCENE / "cropinfrared" / f"{TEST_STEMS[0]}.jpg", generated / f"{TEST_STEMS[0]}.png")
+    with pytest.raises(SystemExit):
+        evaluate("--generated", generated, "--out", tmp_path / "report")
+    assert f"{TEST_STEMS[1]}.png: generated image missing" in capsys.readouterr().err
+
+
+def test_needs_exactly_one_source(tmp_path, tiny_pipeline_dir, capsys):
+    with pytest.raises(SystemExit):
+        evaluate("--out", tmp_path)
+    with pytest.raises(SystemExit):
+        evaluate("--out", tmp_path, "--model", tiny_pipeline_dir, "--generated", tmp_path)
+    assert "exactly one of --model" in capsys.readouterr().err
