@@ -2,6 +2,7 @@ import json
 import shutil
 
 import pytest
+from PIL import Image
 
 from thermosynth.cli import main
 
@@ -45,8 +46,6 @@ def test_real_images_score_perfectly(tmp_path):
     generated = tmp_path / "generated"
     generated.mkdir()
     for stem in TEST_STEMS:  # the real thermal images, named like the visible ones, as PNG
-        from PIL import Image
-
         Image.open(ROADSCENE / "cropinfrared" / f"{stem}.jpg").save(generated / f"{stem}.png")
     evaluate("--generated", generated, "--out", tmp_path / "report")
     metrics = json.loads((tmp_path / "report" / "report.json").read_text())["metrics"]

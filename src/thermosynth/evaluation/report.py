@@ -22,18 +22,17 @@ import torch
 from PIL import Image, ImageDraw
 from safetensors.torch import load_file, save_file
 from torch import nn
-from torchmetrics.image.fid import FrechetInceptionDistance
-from torchmetrics.image.kid import KernelInceptionDistance
 from tqdm.auto import tqdm
 
 from thermosynth import __version__
 from thermosynth.data.errors import DataError
 from thermosynth.data.images import atomic_write, read_thermal, read_visible
 from thermosynth.data.sources import PairRecord, load_pairs
+from thermosynth.evaluation.distribution import frechet_distance_metric, kernel_distance_metric, metric_name
 from thermosynth.evaluation.features import EfficientNetLite0Features
 from thermosynth.evaluation.paired import PairedThermalMetrics
 from thermosynth.evaluation.thermal import HotRegionIoU, IntensityHistogramDistance
-from thermosynth.render import colorize, image_grid
+from thermosynth.render import colorize, image_grid, tensor_to_rgb
 
 logger = logging.getLogger(__name__)
 
@@ -77,14 +76,8 @@ def _reference_key(pairs: list[PairRecord], extractor_name: str) -> str:
     return digest.hexdigest()[:24]
 
 
-def _real_features(pairs, reals, extractor) -> torch.Tensor:
-    path = _cache_dir() / f"{extractor.name}-{_reference_key(pairs, extractor.name)}.safetensors"
-    if path.is_file():
-        logger.info("reference features from cache %s", path)
-        return load_file(path)["features"]
-    features = torch.cat([extractor(r) for r in tqdm(reals, desc="reference features", leave=False)])
-    atomic_write(path, lambda tmp: save_file({"features": features.contiguous()}, tmp))
-    return features
+def _reference_cache(pairs: list[PairRecord], extractor_name: str) -> Path:
+    return _cache_dir() / f"{extractor_name}-{_reference_key(pairs, extractor_name)}.safetensors"
 
 
 def _histogram_plot(real: torch.Tensor, generated: torch.Tensor, path: Path) -> None:
@@ -137,7 +130,11 @@ def evaluate_pairs(
 
     paired, hot, histogram = PairedThermalMetrics(), HotRegionIoU(), IntensityHistogramDistance()
     extractor = EfficientNetLite0Features()
-    reals, fake_features, rows = [], [], []
+    cache = _reference_cache(pairs, extractor.name)
+    real_features = load_file(cache)["features"] if cache.is_file() else None
+    if real_features is not None:
+        logger.info("reference features from cache %s", cache)
+    new_real_features, fake_features, rows = [], [], []
     for pair in tqdm(pairs, desc="score", leave=False):
         made_path = Path(generated) / f"{pair.visible.stem}.png"
         if not made_path.is_file():
@@ -151,18 +148,21 @@ def evaluate_pairs(
         hot.update(made, real)
         histogram.update(real, real=True)
         histogram.update(made, real=False)
-        reals.append(real)
+        if real_features is None:
+            new_real_features.append(extractor(real))
         fake_features.append(extractor(made))
         if len(rows) < 8:
             difference = ((made - real).abs()[0, 0].numpy() * 127.5).clip(0, 255).astype(np.uint8)
-            grey = lambda t: np.repeat(((t[0, 0].numpy() + 1) * 127.5).round().astype(np.uint8)[..., None], 3, 2)  # noqa: E731
-            rows.append([read_visible(pair.visible), grey(real), grey(made), colorize(difference, "ironbow")])
+            rows.append([read_visible(pair.visible), tensor_to_rgb(real[0]), tensor_to_rgb(made[0]),
+                         colorize(difference, "ironbow")])
 
-    real_features = _real_features(pairs, reals, extractor)
+    if real_features is None:
+        real_features = torch.cat(new_real_features)
+        atomic_write(cache, lambda tmp: save_file({"features": real_features.contiguous()}, tmp))
     fake_features = torch.cat(fake_features)
-    fd = FrechetInceptionDistance(feature=_Precomputed(extractor.num_features))
+    fd = frechet_distance_metric(_Precomputed(extractor.num_features))
     kid_subset = max(2, min(50, len(pairs) // 2))  # subsets must differ for a meaningful std
-    kid = KernelInceptionDistance(feature=_Precomputed(extractor.num_features), subset_size=kid_subset, subsets=100)
+    kid = kernel_distance_metric(_Precomputed(extractor.num_features), subset_size=kid_subset, subsets=100)
     for metric in (fd, kid):
         metric.update(real_features, real=True)
         metric.update(fake_features, real=False)
@@ -171,8 +171,8 @@ def evaluate_pairs(
         kid_mean, kid_std = kid.compute()
 
     metrics = {**paired.compute(), **hot.compute(), **histogram.compute(),
-               f"fd_{extractor.name}": float(fd.compute()), f"kid_{extractor.name}": float(kid_mean),
-               f"kid_{extractor.name}_std": float(kid_std)}
+               metric_name("fd", extractor): float(fd.compute()), metric_name("kid", extractor): float(kid_mean),
+               metric_name("kid", extractor) + "_std": float(kid_std)}
     report = {
         "data": str(data), "split": split, "pairs": len(pairs), "generated": str(generated),
         "generation": generation or {}, "metrics": metrics,
