@@ -27,13 +27,20 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
                         help="print the resolved config and the data found, then stop")
 
 
+def _add_normalization_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--thermal-normalization", default="fixed", choices=("fixed", "dataset", "percentile"),
+                        help="how raw thermal values map to [-1, 1] (recorded in the model)")
+    parser.add_argument("--thermal-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                        help="raw range for --thermal-normalization fixed (default: full bit depth)")
+
+
 def _training_config(task: str, args: argparse.Namespace):
     from thermosynth.training.config import DataConfig, make_config
 
     data = DataConfig(paths=[str(Path(p)) for p in args.data], split=args.split, skip_bad=args.skip_bad,
                       max_side=args.max_side,
                       **({"thermal_normalization": args.thermal_normalization,
-                          "thermal_range": args.thermal_range} if task == "autoencoder" else {}))
+                          "thermal_range": args.thermal_range} if task in ("autoencoder", "pix2pix") else {}))
     extra = {"autoencoder": str(Path(args.autoencoder))} if task == "v2t" else {}
     return make_config(task, args.preset, output_dir=str(Path(args.out)), data=data, steps=args.steps,
                        batch_size=args.batch_size, learning_rate=args.learning_rate,
@@ -66,18 +73,20 @@ def cmd_train(args: argparse.Namespace) -> None:
 def _load_pipeline(model: str, device: str | None, scheduler: str):
     import torch
 
-    from thermosynth.pipelines.visible_to_thermal import VisibleToThermalPipeline, set_scheduler
+    from thermosynth.pipelines import Pix2PixPipeline, load_pipeline
+    from thermosynth.pipelines.visible_to_thermal import set_scheduler
 
     path = Path(model)
     if not (path / "model_index.json").is_file():
         if path.exists() or os.environ.get("HF_HUB_OFFLINE") == "1":
             raise SystemExit(f"error: {model}: not a thermosynth pipeline folder (no model_index.json). "
-                             "Give the 'pipeline' folder of a `thermosynth train v2t` run.")
+                             "Give the 'pipeline' folder of a `thermosynth train v2t` (or pix2pix) run.")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    pipeline = VisibleToThermalPipeline.from_pretrained(model).to(device)
+    pipeline = load_pipeline(model).to(device)
     if device.startswith("cuda"):
         pipeline.to(dtype=torch.bfloat16)
-    set_scheduler(pipeline, scheduler)
+    if not isinstance(pipeline, Pix2PixPipeline):  # pix2pix does not sample
+        set_scheduler(pipeline, scheduler)
     pipeline.set_progress_bar_config(disable=True)
     return pipeline
 
@@ -107,7 +116,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         generation = {"num_inference_steps": args.steps, "guidance_scale": args.guidance, "seed": args.seed,
                       "batch_size": args.batch_size}
     report = evaluate_pairs(args.data, args.split, Path(args.out), generated=args.generated and Path(args.generated),
-                            pipeline=pipeline, generation=generation, skip_bad=args.skip_bad)
+                            pipeline=pipeline, generation=generation, skip_bad=args.skip_bad,
+                            inception_weights=args.inception_weights, model=args.model)
     print(json.dumps(report["metrics"], indent=2))
     print(f"report written to {args.out}/report.md")
 
@@ -133,16 +143,16 @@ def build_parser() -> argparse.ArgumentParser:
     tasks = train.add_subparsers(dest="task", required=True)
     autoencoder = tasks.add_parser("autoencoder", help="the autoencoder shared by thermal and visible images")
     _add_training_arguments(autoencoder)
-    autoencoder.add_argument("--thermal-normalization", default="fixed", choices=("fixed", "dataset", "percentile"),
-                             help="how raw thermal values map to [-1, 1] (recorded in the model)")
-    autoencoder.add_argument("--thermal-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
-                             help="raw range for --thermal-normalization fixed (default: full bit depth)")
+    _add_normalization_arguments(autoencoder)
     v2t = tasks.add_parser("v2t", help="the visible-to-thermal latent diffusion model")
     _add_training_arguments(v2t)
     v2t.add_argument("--autoencoder", required=True, help="folder of a trained autoencoder (<run>/autoencoder)")
+    pix2pix = tasks.add_parser("pix2pix", help="the pix2pix baseline (U-Net generator + PatchGAN)")
+    _add_training_arguments(pix2pix)
+    _add_normalization_arguments(pix2pix)
     train.set_defaults(func=cmd_train)
 
-    translate = commands.add_parser("translate", help="visible images to thermal with a trained V2T model")
+    translate = commands.add_parser("translate", help="visible images to thermal with a trained V2T or pix2pix model")
     translate.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders, or paired data sets")
     translate.add_argument("--model", required=True, help="pipeline folder (<run>/pipeline) or hub id")
     translate.add_argument("--out", required=True, help="output folder; existing outputs are skipped")
@@ -159,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     translate.add_argument("--skip-bad", action="store_true", help="log and skip unreadable images")
     translate.set_defaults(func=cmd_translate)
 
-    evaluate = commands.add_parser("evaluate", help="score a V2T model or a folder of generated images on a split")
+    evaluate = commands.add_parser(
+        "evaluate", help="score a V2T or pix2pix model, or a folder of generated images, on a split")
     evaluate.add_argument("data", help="paired data set (any supported layout)")
     evaluate.add_argument("--split", default="test")
     evaluate.add_argument("--model", help="pipeline folder: generate what is missing into OUT/generated, then score")
@@ -172,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=int, default=4)
     evaluate.add_argument("--device")
     evaluate.add_argument("--skip-bad", action="store_true")
+    evaluate.add_argument("--inception-weights", metavar="PATH",
+                          help="torch-fidelity's FID Inception weights (default: looked up in torch hub's cache)")
     evaluate.set_defaults(func=cmd_evaluate)
 
     demo = commands.add_parser("demo", help="train tiny models on the bundled samples and translate (CPU minutes)")
@@ -189,10 +202,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     logging.getLogger("thermosynth").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     from thermosynth.data.errors import DataError
+    from thermosynth.evaluation.optional import MetricUnavailable
 
     try:
         args.func(args)
-    except (DataError, ValueError) as error:
+    except (DataError, ValueError, MetricUnavailable) as error:
         if args.verbose:
             raise
         print(f"error: {error}", file=sys.stderr)

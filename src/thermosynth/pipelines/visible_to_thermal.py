@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import numpy as np
-import PIL.Image
 import torch
-import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDIMScheduler, DiffusionPipeline, DPMSolverMultistepScheduler, UNet2DModel
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from thermosynth.data.datasets import visible_to_tensor
 from thermosynth.data.normalization import ThermalNormalization
+from thermosynth.pipelines.common import check_output_type, pad_to_multiple, postprocess, visible_batch
 
-OUTPUT_TYPES = ("pil", "pil16", "np", "pt")
 SCHEDULERS = {"ddim": DDIMScheduler, "dpm++": DPMSolverMultistepScheduler}
 
 
@@ -60,27 +56,6 @@ class VisibleToThermalPipeline(DiffusionPipeline):
         unet_factor = 2 ** (len(self.unet.config.block_out_channels) - 1)
         return vae_factor * unet_factor
 
-    def _visible_batch(self, image) -> torch.Tensor:
-        """PIL image(s), (H, W, 3) uint8 array(s) or a (B, 3, H, W) tensor in [-1, 1] -> (B, 3, H, W) tensor."""
-        if isinstance(image, torch.Tensor):
-            batch = image[None] if image.ndim == 3 else image
-            if batch.ndim != 4 or batch.shape[1] != 3:
-                raise ValueError(f"a visible tensor must be (B, 3, H, W) in [-1, 1], got shape {tuple(image.shape)}")
-            return batch.float()
-        images = image if isinstance(image, list) else [image]
-        if not images:
-            raise ValueError("no images given")
-        tensors = []
-        for item in images:
-            if isinstance(item, PIL.Image.Image):
-                item = np.asarray(item.convert("RGB"))
-            if not (isinstance(item, np.ndarray) and item.dtype == np.uint8 and item.ndim == 3 and item.shape[2] == 3):
-                raise ValueError("visible images must be PIL images or (H, W, 3) uint8 arrays")
-            tensors.append(visible_to_tensor(item))
-        if len({t.shape for t in tensors}) > 1:
-            raise ValueError("all images of one call must have the same size; call once per size")
-        return torch.stack(tensors)
-
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) in [-1, 1] -> scaled latents (B, 4, H/8, W/8), the posterior mean (deterministic)."""
         latents = self.vae.encode(images.to(self.vae.device, self.vae.dtype)).latent_dist.mode()
@@ -115,20 +90,15 @@ class VisibleToThermalPipeline(DiffusionPipeline):
         8-bit range stretched to 0..65535), "np" (float (B, H, W, 1) in [0, 1]) or "pt" ((B, 1, H, W) in [-1, 1]).
         """
         # 1. Check inputs.
-        if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        check_output_type(output_type)
         if num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
         self._check_models()
-        visible = self._visible_batch(image)
+        visible = visible_batch(image)
         batch, _, height, width = visible.shape
 
         # 2. Pad by reflection to a size the networks accept (reflection needs pad < size; replicate beyond that).
-        multiple = self.size_multiple
-        pad_h, pad_w = -height % multiple, -width % multiple
-        if pad_h or pad_w:
-            mode = "reflect" if pad_h < height and pad_w < width else "replicate"
-            visible = F.pad(visible, (0, pad_w, 0, pad_h), mode=mode)
+        visible = pad_to_multiple(visible, self.size_multiple)
 
         # 3. Encode the condition.
         condition = self.encode(visible).to(self.unet.dtype)  # (B, 4, h, w)
@@ -161,20 +131,7 @@ class VisibleToThermalPipeline(DiffusionPipeline):
         self.maybe_free_model_hooks()
 
         # 7. Convert.
-        images = self.postprocess(thermal, output_type)
+        images = postprocess(thermal, output_type, self.normalization)
         if not return_dict:
             return (images,)
         return ImagePipelineOutput(images=images)
-
-    def postprocess(self, thermal: torch.Tensor, output_type: str):
-        if output_type == "pt":
-            return thermal
-        if output_type == "np":
-            return ((thermal + 1) / 2).permute(0, 2, 3, 1).numpy()
-        x = thermal[:, 0].numpy()
-        if output_type == "pil":
-            return [PIL.Image.fromarray(np.rint((i + 1) * 127.5).clip(0, 255).astype(np.uint8)) for i in x]
-        normalization = self.normalization
-        if normalization.bit_depth == 16:
-            return [PIL.Image.fromarray(normalization.denormalize(i)) for i in x]
-        return [PIL.Image.fromarray(np.rint((i + 1) * 32767.5).clip(0, 65535).astype(np.uint16)) for i in x]

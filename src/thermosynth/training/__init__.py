@@ -1,8 +1,16 @@
 """Training on accelerate: one module per task, one shared loop (loop.py), typed configs with presets."""
 
-from thermosynth.training.config import PRESETS, AutoencoderTrainConfig, DataConfig, V2TTrainConfig, make_config
+from thermosynth.training.config import (
+    PRESETS,
+    AutoencoderTrainConfig,
+    DataConfig,
+    Pix2PixTrainConfig,
+    V2TTrainConfig,
+    make_config,
+)
 
-__all__ = ["PRESETS", "AutoencoderTrainConfig", "DataConfig", "V2TTrainConfig", "make_config", "train"]
+__all__ = ["PRESETS", "AutoencoderTrainConfig", "DataConfig", "Pix2PixTrainConfig", "V2TTrainConfig", "make_config",
+           "train"]
 
 
 def train(config):
@@ -15,4 +23,8 @@ def train(config):
         from thermosynth.training.v2t import train as train_v2t
 
         return train_v2t(config)
+    if isinstance(config, Pix2PixTrainConfig):
+        from thermosynth.training.pix2pix import train as train_pix2pix
+
+        return train_pix2pix(config)
     raise TypeError(f"no training task for {type(config).__name__}")

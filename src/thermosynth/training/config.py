@@ -13,6 +13,7 @@ from pathlib import Path
 
 from thermosynth.data.normalization import MODES
 from thermosynth.models.configs import AUTOENCODER_ARCHITECTURES, V2T_UNET_ARCHITECTURES
+from thermosynth.models.pix2pix import PIX2PIX_ARCHITECTURES
 
 PRECISIONS = ("no", "bf16", "fp16")
 
@@ -46,6 +47,8 @@ class TrainConfig:
     learning_rate: float = 1e-4
     warmup_steps: int = 100
     weight_decay: float = 0.0
+    adam_beta1: float = 0.9
+    max_grad_norm: float | None = 1.0  # None: no clipping
     gradient_accumulation_steps: int = 1
     mixed_precision: str = "no"
     ema_decay: float = 0.999
@@ -72,6 +75,10 @@ class TrainConfig:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if not 0.0 <= self.adam_beta1 < 1.0:
+            raise ValueError(f"adam_beta1 must be in [0, 1), got {self.adam_beta1}")
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+            raise ValueError(f"max_grad_norm must be > 0 or None, got {self.max_grad_norm}")
 
     def to_dict(self) -> dict:
         return {"task": self.task, **dataclasses.asdict(self)}
@@ -113,6 +120,20 @@ class V2TTrainConfig(TrainConfig):
             raise ValueError(f"condition_dropout must be in [0, 1), got {self.condition_dropout}")
 
 
+@dataclass
+class Pix2PixTrainConfig(TrainConfig):
+    task = "pix2pix"
+    l1_weight: float = 100.0  # loss_G = GAN + l1_weight * L1 (the paper's lambda)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.architecture not in PIX2PIX_ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {sorted(PIX2PIX_ARCHITECTURES)}")
+        multiple = 2 ** PIX2PIX_ARCHITECTURES[self.architecture]["generator_config"]["num_downs"]
+        if self.crop_size % multiple:
+            raise ValueError(f"crop_size must be a multiple of {multiple} for the {self.architecture} U-Net")
+
+
 # Named presets. "tiny" finishes on 2 CPU cores in minutes (tests, demo); "small" is the shipped model's recipe for
 # one GPU; "sd15" uses SD-1.5-sized networks for big GPUs.
 PRESETS: dict[str, dict[str, dict]] = {
@@ -136,9 +157,18 @@ PRESETS: dict[str, dict[str, dict]] = {
                      warmup_steps=1000, mixed_precision="bf16", ema_decay=0.9999, checkpoint_every=5000,
                      validate_every=5000, log_every=100),
     },
+    # The paper's recipe (Adam beta1 0.5, lr 2e-4, no clipping), with a warm-up and cosine decay like every task.
+    "pix2pix": {
+        "tiny": dict(architecture="tiny", steps=2000, batch_size=8, crop_size=128, learning_rate=2e-4,
+                     warmup_steps=20, adam_beta1=0.5, max_grad_norm=None, ema_decay=0.995, checkpoint_every=500,
+                     validate_every=500, log_every=20),
+        "small": dict(architecture="standard", steps=20000, batch_size=16, crop_size=256, learning_rate=2e-4,
+                      warmup_steps=200, adam_beta1=0.5, max_grad_norm=None, mixed_precision="bf16",
+                      ema_decay=0.999, checkpoint_every=2000, validate_every=2000, log_every=50),
+    },
 }
 
-CONFIG_CLASSES = {"autoencoder": AutoencoderTrainConfig, "v2t": V2TTrainConfig}
+CONFIG_CLASSES = {"autoencoder": AutoencoderTrainConfig, "v2t": V2TTrainConfig, "pix2pix": Pix2PixTrainConfig}
 
 
 def make_config(task: str, preset: str, **overrides) -> TrainConfig:

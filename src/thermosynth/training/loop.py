@@ -155,7 +155,8 @@ def run_training(task: TrainingTask) -> Path:
     )
     model = task.model.float().train()
     ema = EMAModel(model.parameters(), decay=config.ema_decay, model_cls=type(model), model_config=model.config)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay,
+                                  betas=(config.adam_beta1, 0.999))
 
     start = 0
     checkpoints = checkpoint_dirs(run_dir)
@@ -187,8 +188,8 @@ def run_training(task: TrainingTask) -> Path:
                 with accelerator.autocast():
                     loss, extras = task.compute_loss(model, batch, generator)
                 accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(model.parameters(), 1.0)
+                if accelerator.sync_gradients and config.max_grad_norm is not None:
+                    accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
         ema.step(raw_model.parameters())

@@ -1,0 +1,66 @@
+"""What every thermosynth pipeline does the same way: accept visible images, pad them, convert thermal outputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import PIL.Image
+import torch
+import torch.nn.functional as F
+
+from thermosynth.data.datasets import visible_to_tensor
+from thermosynth.data.normalization import ThermalNormalization
+
+OUTPUT_TYPES = ("pil", "pil16", "np", "pt")
+
+
+def check_output_type(output_type: str) -> None:
+    if output_type not in OUTPUT_TYPES:
+        raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+
+
+def visible_batch(image) -> torch.Tensor:
+    """PIL image(s), (H, W, 3) uint8 array(s) or a (B, 3, H, W) tensor in [-1, 1] -> (B, 3, H, W) tensor."""
+    if isinstance(image, torch.Tensor):
+        batch = image[None] if image.ndim == 3 else image
+        if batch.ndim != 4 or batch.shape[1] != 3:
+            raise ValueError(f"a visible tensor must be (B, 3, H, W) in [-1, 1], got shape {tuple(image.shape)}")
+        return batch.float()
+    images = image if isinstance(image, list) else [image]
+    if not images:
+        raise ValueError("no images given")
+    tensors = []
+    for item in images:
+        if isinstance(item, PIL.Image.Image):
+            item = np.asarray(item.convert("RGB"))
+        if not (isinstance(item, np.ndarray) and item.dtype == np.uint8 and item.ndim == 3 and item.shape[2] == 3):
+            raise ValueError("visible images must be PIL images or (H, W, 3) uint8 arrays")
+        tensors.append(visible_to_tensor(item))
+    if len({t.shape for t in tensors}) > 1:
+        raise ValueError("all images of one call must have the same size; call once per size")
+    return torch.stack(tensors)
+
+
+def pad_to_multiple(images: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Pad (B, C, H, W) at the bottom and right up to a multiple of `multiple` (reflection needs pad < size;
+    replicate beyond that). Crop results back with [..., :H, :W]."""
+    height, width = images.shape[-2:]
+    pad_h, pad_w = -height % multiple, -width % multiple
+    if not (pad_h or pad_w):
+        return images
+    mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+    return F.pad(images, (0, pad_w, 0, pad_h), mode=mode)
+
+
+def postprocess(thermal: torch.Tensor, output_type: str, normalization: ThermalNormalization):
+    """(B, 1, H, W) in [-1, 1] -> "pt" as is, "np" (B, H, W, 1) in [0, 1], "pil" 8-bit or "pil16" 16-bit images
+    (raw units of a 16-bit model, else the 8-bit range stretched to 0..65535)."""
+    if output_type == "pt":
+        return thermal
+    if output_type == "np":
+        return ((thermal + 1) / 2).permute(0, 2, 3, 1).numpy()
+    x = thermal[:, 0].numpy()
+    if output_type == "pil":
+        return [PIL.Image.fromarray(np.rint((i + 1) * 127.5).clip(0, 255).astype(np.uint8)) for i in x]
+    if normalization.bit_depth == 16:
+        return [PIL.Image.fromarray(normalization.denormalize(i)) for i in x]
+    return [PIL.Image.fromarray(np.rint((i + 1) * 32767.5).clip(0, 65535).astype(np.uint16)) for i in x]

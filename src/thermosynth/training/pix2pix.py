@@ -1,0 +1,105 @@
+"""Training the pix2pix baseline on the same data layer, loop and exports as the V2T LDM.
+
+Generator and discriminator are updated together from one backward pass: the discriminator's loss sees the
+generated image detached, and the generator's adversarial term runs the discriminator with detached parameters
+(`torch.func.functional_call`), so each network's gradient comes only from its own loss. That is the
+simultaneous-update form of the paper's alternating steps, and it lets the shared loop (one module, one
+optimizer) train a GAN.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from thermosynth.data.augment import CropSpec
+from thermosynth.data.datasets import PairedImages
+from thermosynth.data.loading import fit_normalization, load_paired_arrays
+from thermosynth.models.pix2pix import Pix2PixPair, build_pix2pix
+from thermosynth.pipelines.pix2pix import Pix2PixPipeline
+from thermosynth.render import image_grid, tensor_to_rgb
+from thermosynth.training.autoencoder import ssim
+from thermosynth.training.config import Pix2PixTrainConfig
+from thermosynth.training.loop import TrainingTask, train_with
+
+logger = logging.getLogger(__name__)
+
+
+def _gan_loss(logits: torch.Tensor, real: bool) -> torch.Tensor:
+    target = torch.ones_like(logits) if real else torch.zeros_like(logits)
+    return F.binary_cross_entropy_with_logits(logits.float(), target.float())
+
+
+def compute_loss(model: Pix2PixPair, batch: dict[str, torch.Tensor], l1_weight: float):
+    """loss_D = (BCE(D(x, y), 1) + BCE(D(x, G(x)), 0)) / 2 and loss_G = BCE(D(x, G(x)), 1) + l1_weight * |G(x) - y|,
+    returned as their sum; neither network receives gradient from the other's loss."""
+    visible, thermal = batch["visible"], batch["thermal"]
+    fake = model.generator(visible)
+    discriminator = model.discriminator
+    real_logits = discriminator(torch.cat([visible, thermal], dim=1))
+    fake_logits = discriminator(torch.cat([visible, fake.detach()], dim=1))
+    loss_d = 0.5 * (_gan_loss(real_logits, True) + _gan_loss(fake_logits, False))
+
+    frozen = {name: p.detach() for name, p in discriminator.named_parameters()}
+    fooled_logits = functional_call(discriminator, frozen, (torch.cat([visible, fake], dim=1),))
+    adversarial = _gan_loss(fooled_logits, True)
+    l1 = (fake.float() - thermal.float()).abs().mean()
+    loss_g = adversarial + l1_weight * l1
+    return loss_g + loss_d, {"loss_d": loss_d.item(), "loss_g_gan": adversarial.item(), "l1": l1.item()}
+
+
+def _center_crop(image: torch.Tensor, size: int) -> torch.Tensor:
+    height, width = image.shape[-2:]
+    top, left = max(0, (height - size) // 2), max(0, (width - size) // 2)
+    return image[..., top : top + size, left : left + size]
+
+
+def build_task(config: Pix2PixTrainConfig) -> TrainingTask:
+    data = config.data
+    arrays = load_paired_arrays(data.paths, data.split, data.skip_bad, data.max_side)
+    if not arrays:
+        raise ValueError(f"no training pairs found in {data.paths} (split {data.split!r})")
+    normalization = fit_normalization([t for _, t in arrays], data.thermal_normalization, data.thermal_range)
+    pairs = PairedImages(arrays, normalization)
+    crop = CropSpec(config.crop_size)
+    logger.info("pix2pix data: %d pairs", len(pairs))
+
+    torch.manual_seed(config.seed)
+    model = build_pix2pix(config.architecture)
+    # Validation on fixed centre crops of the first training pairs: a progress picture, not a test-set metric.
+    shown = [pairs.pair(i) for i in range(min(4, len(pairs)))]
+    val_visible = [_center_crop(v, 2 * config.crop_size) for v, _ in shown]
+    val_thermal = [_center_crop(t, 2 * config.crop_size) for _, t in shown]
+
+    def pipeline_for(model: Pix2PixPair) -> Pix2PixPipeline:
+        return Pix2PixPipeline(model.generator, thermal_normalization=normalization.to_dict())
+
+    def draw_batch(generator):
+        return pairs.sample(config.batch_size, crop, generator)
+
+    def loss(model, batch, generator):
+        return compute_loss(model, batch, config.l1_weight)
+
+    def validate(model, grid_path):
+        pipeline = pipeline_for(model)
+        rows, scores = [], []
+        for visible, thermal in zip(val_visible, val_thermal, strict=True):
+            made = pipeline(visible, output_type="pt").images
+            rows.append([tensor_to_rgb(visible), tensor_to_rgb(thermal), tensor_to_rgb(made[0])])
+            scores.append(ssim(made, thermal[None]).item())
+        image_grid(rows).save(grid_path)
+        return {"train_crop_ssim": sum(scores) / len(scores)}
+
+    def export(model, folder):
+        pipeline_for(model).save_pretrained(folder)
+
+    return TrainingTask(config, model, draw_batch, loss, validate, export, export_name="pipeline")
+
+
+def train(config: Pix2PixTrainConfig) -> Path:
+    """Train pix2pix as `config` describes; returns the exported pipeline folder (<run>/pipeline)."""
+    return train_with(config, build_task)

@@ -1,0 +1,87 @@
+import numpy as np
+import pytest
+import torch
+
+from thermosynth.cli import main
+from thermosynth.models.pix2pix import Pix2PixGenerator, Pix2PixPair
+from thermosynth.pipelines import Pix2PixPipeline, VisibleToThermalPipeline, load_pipeline
+from thermosynth.training.config import make_config
+from thermosynth.training.pix2pix import _gan_loss, compute_loss
+
+from conftest import SAMPLES
+
+SMALL = dict(generator_config=dict(num_downs=5, base_channels=8), discriminator_config=dict(base_channels=8))
+
+
+def _gradients(model, loss):
+    model.zero_grad()
+    loss.backward()
+    return {n: torch.zeros_like(p) if p.grad is None else p.grad.clone() for n, p in model.named_parameters()}
+
+
+def test_each_network_gets_gradient_from_its_own_loss_only():
+    torch.manual_seed(0)
+    model = Pix2PixPair(**SMALL).eval()  # eval: no dropout, so three forward passes see the same generator
+    batch = {"visible": torch.rand(2, 3, 64, 64) * 2 - 1, "thermal": torch.rand(2, 1, 64, 64) * 2 - 1}
+    combined = _gradients(model, compute_loss(model, batch, l1_weight=100.0)[0])
+
+    # The textbook losses, each differentiated on its own.
+    visible, thermal = batch["visible"], batch["thermal"]
+    fake = model.generator(visible)
+    d = model.discriminator
+    loss_d = 0.5 * (_gan_loss(d(torch.cat([visible, thermal], 1)), True)
+                    + _gan_loss(d(torch.cat([visible, fake.detach()], 1)), False))
+    from_d = _gradients(model, loss_d)
+    fake = model.generator(visible)
+    loss_g = _gan_loss(d(torch.cat([visible, fake], 1)), True) + 100.0 * (fake - thermal).abs().mean()
+    from_g = _gradients(model, loss_g)
+
+    for name, grad in combined.items():
+        expected = from_d[name] if name.startswith("discriminator.") else from_g[name]
+        assert torch.allclose(grad, expected, atol=1e-6, rtol=1e-4), name
+        assert expected.abs().sum() > 0, name
+
+
+def test_generator_needs_its_multiple_and_pipeline_pads_any_size(tmp_path):
+    torch.manual_seed(0)
+    generator = Pix2PixGenerator(num_downs=5, base_channels=8)
+    assert generator.size_multiple == 32
+    assert generator(torch.zeros(1, 3, 64, 96)).shape == (1, 1, 64, 96)
+    pipeline = Pix2PixPipeline(generator)
+    image = np.random.default_rng(0).integers(0, 256, (45, 70, 3), dtype=np.uint8)
+    made = pipeline(image, output_type="pt").images
+    assert made.shape == (1, 1, 45, 70) and made.abs().max() <= 1
+
+    pipeline.save_pretrained(tmp_path / "p2p")
+    assert not list((tmp_path / "p2p").rglob("*.bin"))  # safetensors only
+    loaded = load_pipeline(str(tmp_path / "p2p"))
+    assert isinstance(loaded, Pix2PixPipeline)
+    assert torch.equal(loaded(image, output_type="pt").images, made)
+
+
+def test_load_pipeline_dispatches_to_v2t(tiny_pipeline_dir):
+    assert isinstance(load_pipeline(str(tiny_pipeline_dir)), VisibleToThermalPipeline)
+
+
+def test_load_pipeline_refuses_a_foreign_pipeline(tmp_path):
+    (tmp_path / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
+    with pytest.raises(ValueError, match="not a thermosynth translation pipeline"):
+        load_pipeline(str(tmp_path))
+
+
+def test_config_checks_crop_against_the_unet_depth(tmp_path):
+    with pytest.raises(ValueError, match="multiple of 128"):
+        make_config("pix2pix", "tiny", output_dir=str(tmp_path), crop_size=96)
+    config = make_config("pix2pix", "tiny", output_dir=str(tmp_path))
+    assert config.adam_beta1 == 0.5 and config.max_grad_norm is None
+
+
+def test_train_pix2pix_then_translate_from_the_cli(tmp_path, capsys):
+    run = tmp_path / "run"
+    main(["train", "pix2pix", "--data", str(SAMPLES / "roadscene"), "--out", str(run), "--steps", "3",
+          "--batch-size", "2"])
+    assert (run / "pipeline" / "model_index.json").is_file()
+    assert (run / "samples" / "step-0000003.png").is_file()
+    main(["translate", str(SAMPLES / "roadscene"), "--model", str(run / "pipeline"), "--out", str(tmp_path / "out")])
+    assert "3 written" in capsys.readouterr().out
+    assert len(list((tmp_path / "out").glob("*.png"))) == 3
