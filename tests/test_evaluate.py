@@ -1,4 +1,5 @@
 import json
+import os
 import shutil
 
 import pytest
@@ -15,6 +16,8 @@ TEST_STEMS = sorted((ROADSCENE / "splits" / "test.txt").read_text().split())
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no FID / LPIPS weights unless a test puts them
+    monkeypatch.delenv("THERMOSYNTH_INCEPTION_WEIGHTS", raising=False)
 
 
 def evaluate(*args):
@@ -30,6 +33,10 @@ def test_model_is_generated_scored_and_reported(tiny_pipeline_dir, tmp_path, cap
         assert key in report["metrics"]
     assert "fid" not in " ".join(report["metrics"]).lower()  # offline features are never called FID
     assert "features" in report["preprocessing"]
+    assert report["model"] == str(tiny_pipeline_dir)
+    reasons = " ".join(report["not_computed"])  # said, not silently dropped
+    assert "FID not computed" in reasons and "LPIPS not computed" in reasons
+    assert "FID not computed" in (out / "report.md").read_text()
     for name in ("report.md", "grid.png", "histogram.png"):
         assert (out / name).is_file()
     assert sorted(p.stem for p in (out / "generated").glob("*.png")) == TEST_STEMS
@@ -69,3 +76,23 @@ def test_needs_exactly_one_source(tmp_path, tiny_pipeline_dir, capsys):
     with pytest.raises(SystemExit):
         evaluate("--out", tmp_path, "--model", tiny_pipeline_dir, "--generated", tmp_path)
     assert "exactly one of --model" in capsys.readouterr().err
+
+
+def test_named_inception_weights_must_exist(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        evaluate("--generated", tmp_path, "--out", tmp_path / "report", "--inception-weights", tmp_path / "no.pth")
+    assert "Inception weights" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not os.environ.get("THERMOSYNTH_TEST_INCEPTION_WEIGHTS"),
+                    reason="set THERMOSYNTH_TEST_INCEPTION_WEIGHTS to torch-fidelity's Inception weights to run")
+def test_fid_on_inception_of_a_set_against_itself(tmp_path):
+    pytest.importorskip("torch_fidelity")
+    generated = tmp_path / "generated"
+    generated.mkdir()
+    for stem in TEST_STEMS:
+        Image.open(ROADSCENE / "cropinfrared" / f"{stem}.jpg").save(generated / f"{stem}.png")
+    evaluate("--generated", generated, "--out", tmp_path / "report",
+             "--inception-weights", os.environ["THERMOSYNTH_TEST_INCEPTION_WEIGHTS"])
+    metrics = json.loads((tmp_path / "report" / "report.json").read_text())["metrics"]
+    assert abs(metrics["fid_inception-v3"]) < 1e-2

@@ -2,9 +2,10 @@
 
 Generates what is missing (resumable, through `translate_files`), then computes, on the thermal channel:
 paired SSIM / PSNR / MAE at the native size, hot-region IoU and intensity W1, and the Fréchet distance and KID on
-EfficientNet-Lite0 features. Writes ``report.json``, ``report.md``, ``grid.png`` (visible | real | generated |
-absolute difference in ironbow) and ``histogram.png`` into the output folder. Features of the real images are
-cached per (data set files, split, extractor) under ``$XDG_CACHE_HOME/thermosynth/reference``.
+EfficientNet-Lite0 features; FID (Inception-v3) and LPIPS when their weights are present (optional.py).
+Writes ``report.json``, ``report.md``, ``grid.png`` (visible | real | generated | absolute difference in ironbow)
+and ``histogram.png`` into the output folder. Features of the real images are cached per (data set files, split,
+extractor) under ``$XDG_CACHE_HOME/thermosynth/reference``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from thermosynth.data.images import atomic_write, read_thermal, read_visible
 from thermosynth.data.sources import PairRecord, load_pairs
 from thermosynth.evaluation.distribution import frechet_distance_metric, kernel_distance_metric, metric_name
 from thermosynth.evaluation.features import EfficientNetLite0Features
+from thermosynth.evaluation.optional import MetricUnavailable, inception_fid_metric, lpips_metric
 from thermosynth.evaluation.paired import PairedThermalMetrics
 from thermosynth.evaluation.thermal import HotRegionIoU, IntensityHistogramDistance
 from thermosynth.render import colorize, image_grid, tensor_to_rgb
@@ -61,6 +63,11 @@ def _as_model_range(thermal: np.ndarray) -> torch.Tensor:
         low, high = float(thermal.min()), float(thermal.max())
         thermal = ((thermal - low) / max(high - low, 1.0) * 255).round().astype(np.uint8)
     return torch.from_numpy(thermal.astype(np.float64))[None, None] / 127.5 - 1
+
+
+def _to_uint8_rgb(thermal: torch.Tensor) -> torch.Tensor:
+    """(1, 1, H, W) in [-1, 1] -> (1, 3, H, W) uint8, the input torchmetrics' FID expects."""
+    return ((thermal + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).expand(-1, 3, -1, -1)
 
 
 def _cache_dir() -> Path:
@@ -99,6 +106,10 @@ def _markdown(report: dict) -> str:
     lines = [f"# Evaluation: {report['data']} ({report['split']}, {report['pairs']} pairs)", "",
              "| metric | value |", "|---|---|"]
     lines += [f"| {name} | {value:.4f} |" for name, value in report["metrics"].items()]
+    if report.get("not_computed"):
+        lines += ["", "Not computed:"] + [f"- {reason}" for reason in report["not_computed"]]
+    if report.get("model"):
+        lines += ["", "Model: " + report["model"]]
     lines += ["", "Generated images: " + report["generated"], ""]
     lines += [f"- {name}: {text}" for name, text in report["preprocessing"].items()]
     lines += ["", "Fréchet distance and KID are on EfficientNet-Lite0 features: they are not FID/KID-Inception and "
@@ -114,8 +125,14 @@ def evaluate_pairs(
     pipeline=None,
     generation: dict | None = None,
     skip_bad: bool = False,
+    inception_weights: str | Path | None = None,
+    model: str | None = None,
 ) -> dict:
-    """Evaluate `generated` images (or those `pipeline` makes into ``out/generated``) against `data`'s split."""
+    """Evaluate `generated` images (or those `pipeline` makes into ``out/generated``) against `data`'s split.
+
+    FID (Inception-v3) and LPIPS are added when their weights are found (see optional.py); otherwise the report
+    says why they are missing. `model` is recorded in the report (the folder or hub id the pipeline came from).
+    """
     from thermosynth.translate import translate_files
 
     out = Path(out)
@@ -129,6 +146,15 @@ def evaluate_pairs(
         raise ValueError("give either generated images (a folder) or a model to make them")
 
     paired, hot, histogram = PairedThermalMetrics(), HotRegionIoU(), IntensityHistogramDistance()
+    optional, not_computed = {}, []
+    for name, factory in (("fid_inception-v3", lambda: inception_fid_metric(inception_weights)),
+                          ("lpips_alex", lpips_metric)):
+        try:
+            optional[name] = factory()
+        except MetricUnavailable as reason:
+            if name.startswith("fid") and inception_weights is not None:
+                raise  # asked for by path: fail rather than write a report without it
+            not_computed.append(str(reason))
     extractor = EfficientNetLite0Features()
     cache = _reference_cache(pairs, extractor.name)
     real_features = load_file(cache)["features"] if cache.is_file() else None
@@ -145,6 +171,11 @@ def evaluate_pairs(
             raise DataError(f"{made_path} is {made.shape[3]}x{made.shape[2]} but the real image {pair.thermal} is "
                             f"{real.shape[3]}x{real.shape[2]}; generate at the input size.")
         paired.update(made, real)
+        if "fid_inception-v3" in optional:
+            optional["fid_inception-v3"].update(_to_uint8_rgb(real), real=True)
+            optional["fid_inception-v3"].update(_to_uint8_rgb(made), real=False)
+        if "lpips_alex" in optional:
+            optional["lpips_alex"].update(made.expand(-1, 3, -1, -1).float(), real.expand(-1, 3, -1, -1).float())
         hot.update(made, real)
         histogram.update(real, real=True)
         histogram.update(made, real=False)
@@ -172,10 +203,11 @@ def evaluate_pairs(
 
     metrics = {**paired.compute(), **hot.compute(), **histogram.compute(),
                metric_name("fd", extractor): float(fd.compute()), metric_name("kid", extractor): float(kid_mean),
-               metric_name("kid", extractor) + "_std": float(kid_std)}
+               metric_name("kid", extractor) + "_std": float(kid_std),
+               **{name: float(metric.compute()) for name, metric in optional.items()}}
     report = {
-        "data": str(data), "split": split, "pairs": len(pairs), "generated": str(generated),
-        "generation": generation or {}, "metrics": metrics,
+        "data": str(data), "split": split, "pairs": len(pairs), "model": model, "generated": str(generated),
+        "generation": generation or {}, "metrics": metrics, "not_computed": not_computed,
         "preprocessing": {**PREPROCESSING, "kid": f"{kid.subsets} subsets of {kid_subset} images"},
         "thermosynth": __version__, "torch": torch.__version__, "machine": platform.platform(),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
