@@ -33,7 +33,7 @@ def test_model_is_generated_scored_and_reported(tiny_pipeline_dir, tmp_path, cap
         assert key in report["metrics"]
     assert "fid" not in " ".join(report["metrics"]).lower()  # offline features are never called FID
     assert "features" in report["preprocessing"]
-    assert report["model"] == str(tiny_pipeline_dir)
+    assert report["model"] == f"{tiny_pipeline_dir} (VisibleToThermalPipeline)"
     reasons = " ".join(report["not_computed"])  # said, not silently dropped
     assert "FID not computed" in reasons and "LPIPS not computed" in reasons
     assert "FID not computed" in (out / "report.md").read_text()

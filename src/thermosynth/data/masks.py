@@ -53,3 +53,19 @@ def hot_mask(thermal: np.ndarray, spec: HotMaskSpec | None = None) -> np.ndarray
         areas = ndimage.sum(mask, labels, index=np.arange(1, count + 1))
         mask = np.isin(labels, np.flatnonzero(areas >= spec.min_area) + 1)
     return mask
+
+
+def box_mask(shape: tuple[int, int], boxes, scale: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
+    """(H, W) bool mask of the inside of `boxes` (data.sources.Box, pixel corners) scaled by (sx, sy)."""
+    mask = np.zeros(shape, dtype=bool)
+    sx, sy = scale
+    for box in boxes:
+        top, bottom = int(np.floor(box.ymin * sy)), int(np.ceil(box.ymax * sy))
+        left, right = int(np.floor(box.xmin * sx)), int(np.ceil(box.xmax * sx))
+        mask[max(0, top) : max(0, bottom), max(0, left) : max(0, right)] = True
+    return mask
+
+
+def mask_weights(hot: np.ndarray, hot_weight: float = 5.0, cold_weight: float = 0.5) -> np.ndarray:
+    """TxT2IR's per-pixel weights M: `hot_weight` on hot pixels, `cold_weight` elsewhere (the paper: 5.0 / 0.5)."""
+    return np.where(hot, hot_weight, cold_weight).astype(np.float32)

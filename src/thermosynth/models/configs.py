@@ -71,3 +71,41 @@ def build_v2t_unet(name: str, latent_channels: int = LATENT_CHANNELS) -> UNet2DM
     """The V2T denoiser: input is cat(noisy thermal latent, visible latent), output the predicted noise."""
     arch = _lookup(V2T_UNET_ARCHITECTURES, name, "V2T UNet")
     return UNet2DModel(in_channels=2 * latent_channels, out_channels=latent_channels, **arch)
+
+
+T2IR_UNET_ARCHITECTURES: dict[str, dict] = {
+    "tiny": dict(
+        block_out_channels=(64, 128),
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        layers_per_block=1,
+        norm_num_groups=32,
+        attention_head_dim=8,
+    ),
+    "small": dict(
+        block_out_channels=(128, 256, 512, 512),
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        layers_per_block=2,
+        norm_num_groups=32,
+        attention_head_dim=8,
+    ),
+    # SD-1.5's UNet (860M at cross_attention_dim 768).
+    "sd15": dict(
+        block_out_channels=(320, 640, 1280, 1280),
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        layers_per_block=2,
+        norm_num_groups=32,
+        attention_head_dim=8,
+    ),
+}
+
+
+def build_t2ir_unet(name: str, cross_attention_dim: int, latent_channels: int = LATENT_CHANNELS):
+    """The TxT2IR denoiser: a thermal latent, conditioned on text token states by cross-attention."""
+    from diffusers import UNet2DConditionModel
+
+    arch = _lookup(T2IR_UNET_ARCHITECTURES, name, "T2IR UNet")
+    return UNet2DConditionModel(in_channels=latent_channels, out_channels=latent_channels,
+                                cross_attention_dim=cross_attention_dim, **arch)

@@ -1,4 +1,5 @@
-"""Diffusers pipelines: LaPIG's visible-to-thermal LDM and the pix2pix baseline, loadable by one function."""
+"""Diffusers pipelines: LaPIG's visible-to-thermal LDM, the pix2pix baseline (both loadable by `load_pipeline`), and
+TxT2IR's text-to-thermal LDM."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ import json
 from pathlib import Path
 
 from thermosynth.pipelines.pix2pix import Pix2PixPipeline
+from thermosynth.pipelines.text_to_thermal import TextToThermalPipeline
 from thermosynth.pipelines.visible_to_thermal import VisibleToThermalPipeline
 
 PIPELINE_CLASSES = {cls.__name__: cls for cls in (VisibleToThermalPipeline, Pix2PixPipeline)}
 
-__all__ = ["PIPELINE_CLASSES", "Pix2PixPipeline", "VisibleToThermalPipeline", "load_pipeline"]
+__all__ = ["PIPELINE_CLASSES", "Pix2PixPipeline", "TextToThermalPipeline", "VisibleToThermalPipeline", "load_pipeline"]
 
 
 def load_pipeline(model: str):

@@ -5,12 +5,13 @@ from thermosynth.training.config import (
     AutoencoderTrainConfig,
     DataConfig,
     Pix2PixTrainConfig,
+    T2IRTrainConfig,
     V2TTrainConfig,
     make_config,
 )
 
-__all__ = ["PRESETS", "AutoencoderTrainConfig", "DataConfig", "Pix2PixTrainConfig", "V2TTrainConfig", "make_config",
-           "train"]
+__all__ = ["PRESETS", "AutoencoderTrainConfig", "DataConfig", "Pix2PixTrainConfig", "T2IRTrainConfig",
+           "V2TTrainConfig", "make_config", "train"]
 
 
 def train(config):
@@ -27,4 +28,8 @@ def train(config):
         from thermosynth.training.pix2pix import train as train_pix2pix
 
         return train_pix2pix(config)
+    if isinstance(config, T2IRTrainConfig):
+        from thermosynth.training.t2ir import train as train_t2ir
+
+        return train_t2ir(config)
     raise TypeError(f"no training task for {type(config).__name__}")

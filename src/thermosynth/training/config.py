@@ -11,9 +11,11 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from thermosynth.data.masks import HotMaskSpec
 from thermosynth.data.normalization import MODES
-from thermosynth.models.configs import AUTOENCODER_ARCHITECTURES, V2T_UNET_ARCHITECTURES
+from thermosynth.models.configs import AUTOENCODER_ARCHITECTURES, T2IR_UNET_ARCHITECTURES, V2T_UNET_ARCHITECTURES
 from thermosynth.models.pix2pix import PIX2PIX_ARCHITECTURES
+from thermosynth.models.text_encoders import DEFAULT_TEXT_ENCODER
 
 PRECISIONS = ("no", "bf16", "fp16")
 
@@ -134,6 +136,45 @@ class Pix2PixTrainConfig(TrainConfig):
             raise ValueError(f"crop_size must be a multiple of {multiple} for the {self.architecture} U-Net")
 
 
+@dataclass
+class T2IRTrainConfig(TrainConfig):
+    """TxT2IR on whole images resized to `image_size` (captions name positions and counts of the whole frame, so
+    neither random crops nor mirroring would keep them true)."""
+
+    task = "t2ir"
+    autoencoder: str = ""  # folder written by `thermosynth train autoencoder` (<run>/autoencoder)
+    text_encoder: str = DEFAULT_TEXT_ENCODER  # or a CLIP folder / hub id
+    long_clip: bool = False  # stretch CLIP to 248 positions (LongCLIP)
+    image_size: tuple[int, int] = (128, 160)  # (height, width) every training image is fitted to
+    condition_dropout: float = 0.1  # captions replaced by "" this often, for classifier-free guidance
+    num_train_timesteps: int = 1000
+    # Thermal-mask loss: lambda * mean(|x0 - D(z0_hat)| * M), through the decoder (TxT2IR; DESIGN.md).
+    mask_loss_weight: float = 1.0  # lambda (TxT2IR's code used 50, but its term had no gradient: never tuned)
+    mask_t_max: int = 500  # apply it only for t <= this: z0_hat amplifies the error by 1/sqrt(abar_t) (14x at t=999)
+    hot_weight: float = 5.0
+    cold_weight: float = 0.5
+    mask_method: str = "otsu"  # otsu | percentile
+    mask_percentile: float = 90.0
+    mask_in_boxes: bool = False  # keep only hot pixels inside annotated boxes (where the data set has boxes)
+    decoder_checkpointing: bool = False  # recompute decoder activations in backward: less memory, more time
+    validation_inference_steps: int = 25
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.image_size = tuple(self.image_size)
+        if self.architecture not in T2IR_UNET_ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {sorted(T2IR_UNET_ARCHITECTURES)}")
+        if not self.autoencoder:
+            raise ValueError("autoencoder is required: the folder of a trained autoencoder (<run>/autoencoder)")
+        if not 0.0 <= self.condition_dropout < 1.0:
+            raise ValueError(f"condition_dropout must be in [0, 1), got {self.condition_dropout}")
+        if self.mask_loss_weight < 0:
+            raise ValueError(f"mask_loss_weight must be >= 0, got {self.mask_loss_weight}")
+        if len(self.image_size) != 2 or any(s <= 0 or s % 8 for s in self.image_size):
+            raise ValueError(f"image_size must be (height, width), multiples of 8, got {self.image_size}")
+        HotMaskSpec(self.mask_method, self.mask_percentile)  # validates the mask settings
+
+
 # Named presets. "tiny" finishes on 2 CPU cores in minutes (tests, demo); "small" is the shipped model's recipe for
 # one GPU; "sd15" uses SD-1.5-sized networks for big GPUs.
 PRESETS: dict[str, dict[str, dict]] = {
@@ -157,6 +198,16 @@ PRESETS: dict[str, dict[str, dict]] = {
                      warmup_steps=1000, mixed_precision="bf16", ema_decay=0.9999, checkpoint_every=5000,
                      validate_every=5000, log_every=100),
     },
+    "t2ir": {
+        "tiny": dict(architecture="tiny", steps=1500, batch_size=16, image_size=(128, 160), learning_rate=5e-4,
+                     warmup_steps=50, ema_decay=0.995, checkpoint_every=250, validate_every=500, log_every=20),
+        "small": dict(architecture="small", steps=20000, batch_size=32, image_size=(256, 320), learning_rate=2e-4,
+                      warmup_steps=500, mixed_precision="bf16", ema_decay=0.9995, checkpoint_every=2000,
+                      validate_every=2000, log_every=50),
+        "sd15": dict(architecture="sd15", steps=100000, batch_size=16, image_size=(512, 640), learning_rate=1e-4,
+                     warmup_steps=1000, mixed_precision="bf16", ema_decay=0.9999, checkpoint_every=5000,
+                     validate_every=5000, log_every=100, decoder_checkpointing=True),
+    },
     # The paper's recipe (Adam beta1 0.5, lr 2e-4, no clipping), with a warm-up and cosine decay like every task.
     "pix2pix": {
         "tiny": dict(architecture="tiny", steps=2000, batch_size=8, crop_size=128, learning_rate=2e-4,
@@ -168,7 +219,8 @@ PRESETS: dict[str, dict[str, dict]] = {
     },
 }
 
-CONFIG_CLASSES = {"autoencoder": AutoencoderTrainConfig, "v2t": V2TTrainConfig, "pix2pix": Pix2PixTrainConfig}
+CONFIG_CLASSES = {"autoencoder": AutoencoderTrainConfig, "v2t": V2TTrainConfig, "pix2pix": Pix2PixTrainConfig,
+                  "t2ir": T2IRTrainConfig}
 
 
 def make_config(task: str, preset: str, **overrides) -> TrainConfig:

