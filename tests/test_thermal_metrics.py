@@ -63,3 +63,27 @@ def test_intensity_histogram_distance():
     metric.reset()
     with pytest.raises(ValueError, match="need both"):
         metric.compute()
+
+
+def test_hot_region_statistics_of_a_known_square():
+    from thermosynth.evaluation.thermal import HotRegionStatistics
+
+    image = torch.full((1, 1, 40, 50), -0.6, dtype=torch.float64)
+    image[..., 10:20, 10:30] = 0.6  # 200 of 2000 pixels at grey level 204
+    metric = HotRegionStatistics(HotMaskSpec(opening=0))  # no opening: the rectangles keep their corners
+    metric.update(image[:, :, :, :25])  # batch independence: the same image in one call or two
+    metric.update(image)
+    stats = metric.compute()
+    assert stats["hot_mean_intensity"] == pytest.approx(204.0)
+    assert stats["hot_fraction"] == pytest.approx((150 / 1000 + 200 / 2000) / 2)
+
+
+def test_compare_sets_of_the_same_images_is_near_zero():
+    from thermosynth.evaluation.unpaired import compare_sets
+
+    real = torch.rand(6, 1, 48, 48, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    result = compare_sets(real, real.clone())
+    assert abs(result["fd_efficientnet-lite0"]) < 1e-2 and result["intensity_w1"] == pytest.approx(0.0)
+    assert result["hot_fraction_real"] == result["hot_fraction_generated"]
+    shifted = compare_sets(real, (real + 0.3).clamp(-1, 1))
+    assert shifted["fd_efficientnet-lite0"] > 1 and shifted["intensity_w1"] > 10

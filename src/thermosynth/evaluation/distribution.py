@@ -15,6 +15,18 @@ from torchmetrics.image.kid import KernelInceptionDistance
 from thermosynth.evaluation.features import EfficientNetLite0Features
 
 
+class PrecomputedFeatures(nn.Module):
+    """Passes already-extracted features to torchmetrics' FID/KID: one extraction serves both metrics and a
+    cache of real-image features."""
+
+    def __init__(self, num_features: int):
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return features
+
+
 def _extractor(extractor: nn.Module | None) -> nn.Module:
     return extractor if extractor is not None else EfficientNetLite0Features()
 

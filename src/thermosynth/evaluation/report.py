@@ -22,14 +22,18 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 from safetensors.torch import load_file, save_file
-from torch import nn
 from tqdm.auto import tqdm
 
 from thermosynth import __version__
 from thermosynth.data.errors import DataError
 from thermosynth.data.images import atomic_write, read_thermal, read_visible
 from thermosynth.data.sources import PairRecord, load_pairs
-from thermosynth.evaluation.distribution import frechet_distance_metric, kernel_distance_metric, metric_name
+from thermosynth.evaluation.distribution import (
+    PrecomputedFeatures,
+    frechet_distance_metric,
+    kernel_distance_metric,
+    metric_name,
+)
 from thermosynth.evaluation.features import EfficientNetLite0Features
 from thermosynth.evaluation.optional import MetricUnavailable, inception_fid_metric, lpips_metric
 from thermosynth.evaluation.paired import PairedThermalMetrics
@@ -44,17 +48,6 @@ PREPROCESSING = {
     "features": EfficientNetLite0Features.preprocessing + "; aspect ratio not kept",
     "hot_mask": "Otsu threshold per image, opening radius 1, regions under 4 pixels dropped",
 }
-
-
-class _Precomputed(nn.Module):
-    """Feeds already-extracted features to torchmetrics' FID/KID, so real features can come from a cache."""
-
-    def __init__(self, num_features: int):
-        super().__init__()
-        self.num_features = num_features
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return features
 
 
 def _as_model_range(thermal: np.ndarray) -> torch.Tensor:
@@ -191,9 +184,9 @@ def evaluate_pairs(
         real_features = torch.cat(new_real_features)
         atomic_write(cache, lambda tmp: save_file({"features": real_features.contiguous()}, tmp))
     fake_features = torch.cat(fake_features)
-    fd = frechet_distance_metric(_Precomputed(extractor.num_features))
+    fd = frechet_distance_metric(PrecomputedFeatures(extractor.num_features))
     kid_subset = max(2, min(50, len(pairs) // 2))  # subsets must differ for a meaningful std
-    kid = kernel_distance_metric(_Precomputed(extractor.num_features), subset_size=kid_subset, subsets=100)
+    kid = kernel_distance_metric(PrecomputedFeatures(extractor.num_features), subset_size=kid_subset, subsets=100)
     for metric in (fd, kid):
         metric.update(real_features, real=True)
         metric.update(fake_features, real=False)

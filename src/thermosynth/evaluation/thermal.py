@@ -83,3 +83,31 @@ class IntensityHistogramDistance(Metric):
             "mean_intensity_generated": float((p * levels).sum()),
             "mean_intensity_real": float((q * levels).sum()),
         }
+
+
+class HotRegionStatistics(Metric):
+    """Unpaired hot-region statistics of a set (text-to-infrared has no pixel counterpart): the mean fraction of
+    hot pixels per image and the mean grey level (0..255) inside the hot masks."""
+
+    full_state_update = False
+
+    def __init__(self, spec: HotMaskSpec | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.spec = spec or HotMaskSpec()
+        for name in ("images", "hot_fraction_sum", "hot_pixels", "hot_intensity_sum"):
+            self.add_state(name, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, images: torch.Tensor) -> None:
+        for image in _as_images(images):
+            grey = (image + 1) * 127.5
+            mask = hot_mask(grey, self.spec)
+            self.images += 1
+            self.hot_fraction_sum += float(mask.mean())
+            self.hot_pixels += float(mask.sum())
+            self.hot_intensity_sum += float(grey[mask].sum())
+
+    def compute(self) -> dict[str, float]:
+        if self.images == 0:
+            raise ValueError("no images were added; call update() first")
+        inside = float(self.hot_intensity_sum / self.hot_pixels) if self.hot_pixels > 0 else float("nan")
+        return {"hot_fraction": float(self.hot_fraction_sum / self.images), "hot_mean_intensity": inside}
