@@ -53,3 +53,10 @@ def apply_crop(image: torch.Tensor, box: CropBox, size: int) -> torch.Tensor:
         region = F.interpolate(region[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         region = region[0]
     return region.flip(-1) if box.flip else region
+
+
+def center_crop(image: torch.Tensor, size: int) -> torch.Tensor:
+    """The central `size` x `size` window of (..., H, W) (smaller sides are kept whole)."""
+    height, width = image.shape[-2:]
+    top, left = max(0, (height - size) // 2), max(0, (width - size) // 2)
+    return image[..., top : top + size, left : left + size]

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from thermosynth.data.augment import CropSpec
+from thermosynth.data.augment import CropSpec, center_crop
 from thermosynth.data.datasets import PairedImages
 from thermosynth.data.loading import fit_normalization, load_paired_arrays
 from thermosynth.models.pix2pix import Pix2PixPair, build_pix2pix
@@ -52,12 +52,6 @@ def compute_loss(model: Pix2PixPair, batch: dict[str, torch.Tensor], l1_weight: 
     return loss_g + loss_d, {"loss_d": loss_d.item(), "loss_g_gan": adversarial.item(), "l1": l1.item()}
 
 
-def _center_crop(image: torch.Tensor, size: int) -> torch.Tensor:
-    height, width = image.shape[-2:]
-    top, left = max(0, (height - size) // 2), max(0, (width - size) // 2)
-    return image[..., top : top + size, left : left + size]
-
-
 def build_task(config: Pix2PixTrainConfig) -> TrainingTask:
     data = config.data
     arrays = load_paired_arrays(data.paths, data.split, data.skip_bad, data.max_side)
@@ -72,8 +66,8 @@ def build_task(config: Pix2PixTrainConfig) -> TrainingTask:
     model = build_pix2pix(config.architecture)
     # Validation on fixed centre crops of the first training pairs: a progress picture, not a test-set metric.
     shown = [pairs.pair(i) for i in range(min(4, len(pairs)))]
-    val_visible = [_center_crop(v, 2 * config.crop_size) for v, _ in shown]
-    val_thermal = [_center_crop(t, 2 * config.crop_size) for _, t in shown]
+    val_visible = [center_crop(v, 2 * config.crop_size) for v, _ in shown]
+    val_thermal = [center_crop(t, 2 * config.crop_size) for _, t in shown]
 
     def pipeline_for(model: Pix2PixPair) -> Pix2PixPipeline:
         return Pix2PixPipeline(model.generator, thermal_normalization=normalization.to_dict())

@@ -15,6 +15,7 @@ from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DModel
 from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
+from thermosynth.data.augment import center_crop
 from thermosynth.data.datasets import PairedImages
 from thermosynth.data.loading import load_paired_arrays
 from thermosynth.models.configs import build_v2t_unet
@@ -99,12 +100,6 @@ def _fit_for_encoding(image: torch.Tensor, min_size: int) -> torch.Tensor:
     return image[:, :, : height // 8 * 8, : width // 8 * 8]
 
 
-def _center_crop(image: torch.Tensor, size: int) -> torch.Tensor:
-    height, width = image.shape[-2:]
-    top, left = max(0, (height - size) // 2), max(0, (width - size) // 2)
-    return image[..., top : top + size, left : left + size]
-
-
 def build_task(config: V2TTrainConfig) -> TrainingTask:
     data = config.data
     autoencoder_dir = Path(config.autoencoder)
@@ -122,8 +117,8 @@ def build_task(config: V2TTrainConfig) -> TrainingTask:
     unet = build_v2t_unet(config.architecture, vae.config.latent_channels)
     # Validation on fixed centre crops of the first training pairs: a progress picture, not a test-set metric.
     shown = [pairs.pair(i) for i in range(min(4, len(pairs)))]
-    val_visible = [_center_crop(v, 2 * config.crop_size) for v, _ in shown]
-    val_thermal = [_center_crop(t, 2 * config.crop_size) for _, t in shown]
+    val_visible = [center_crop(v, 2 * config.crop_size) for v, _ in shown]
+    val_thermal = [center_crop(t, 2 * config.crop_size) for _, t in shown]
 
     def pipeline_for(model: UNet2DModel) -> VisibleToThermalPipeline:
         sampler = DDIMScheduler.from_config(scheduler.config, timestep_spacing="trailing")
