@@ -269,3 +269,17 @@ def test_text_to_thermal_pipeline_guidance_schedulers_and_errors(tmp_path):
     mismatched = TextToThermalPipeline(vae, other_unet, scheduler, text_encoder, tokenizer)
     with pytest.raises(ValueError, match="not trained together"):
         mismatched("x", num_inference_steps=1)
+
+
+def test_decoder_checkpointing_gives_the_same_gradient():
+    vae, unet = _tiny_models()
+    scheduler, batch = noise_schedule(), _batch()
+
+    def gradient():
+        unet.zero_grad()
+        compute_loss(unet, vae, batch, scheduler, torch.Generator().manual_seed(3), 1.0, 999)[0].backward()
+        return torch.cat([p.grad.flatten() for p in unet.parameters() if p.grad is not None])
+
+    plain = gradient()
+    vae.enable_gradient_checkpointing()
+    assert torch.allclose(gradient(), plain, atol=1e-6)

@@ -45,7 +45,8 @@ def _training_config(task: str, args: argparse.Namespace):
     if task == "t2ir":
         extra.update(text_encoder=args.text_encoder, long_clip=args.long_clip or None,
                      mask_loss_weight=args.mask_loss_weight, mask_t_max=args.mask_t_max,
-                     mask_method=args.mask_method, mask_in_boxes=args.mask_in_boxes or None)
+                     mask_method=args.mask_method, mask_in_boxes=args.mask_in_boxes or None,
+                     decoder_checkpointing=args.decoder_checkpointing or None)
     return make_config(task, args.preset, output_dir=str(Path(args.out)), data=data, steps=args.steps,
                        batch_size=args.batch_size, learning_rate=args.learning_rate,
                        mixed_precision=args.mixed_precision, seed=args.seed, **extra)
@@ -194,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     t2ir.add_argument("--mask-t-max", type=int, help="apply the mask loss only for timesteps <= this")
     t2ir.add_argument("--mask-method", choices=("otsu", "percentile"), help="hot-pixel threshold")
     t2ir.add_argument("--mask-in-boxes", action="store_true", help="hot pixels only inside annotated boxes")
+    t2ir.add_argument("--decoder-checkpointing", action="store_true",
+                      help="recompute decoder activations for the mask loss: less memory, more time")
     pix2pix = tasks.add_parser("pix2pix", help="the pix2pix baseline (U-Net generator + PatchGAN)")
     _add_training_arguments(pix2pix)
     _add_normalization_arguments(pix2pix)
