@@ -13,6 +13,14 @@ from thermosynth.data.normalization import ThermalNormalization
 OUTPUT_TYPES = ("pil", "pil16", "np", "pt")
 
 
+class ThermalOutputMixin:
+    """For pipelines whose config records the thermal normalisation their outputs are in."""
+
+    @property
+    def normalization(self) -> ThermalNormalization:
+        return ThermalNormalization.from_dict(self.config.thermal_normalization)
+
+
 def check_output_type(output_type: str) -> None:
     if output_type not in OUTPUT_TYPES:
         raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")

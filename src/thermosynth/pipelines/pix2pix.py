@@ -8,10 +8,16 @@ from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 
 from thermosynth.data.normalization import ThermalNormalization
 from thermosynth.models.pix2pix import Pix2PixGenerator
-from thermosynth.pipelines.common import check_output_type, pad_to_multiple, postprocess, visible_batch
+from thermosynth.pipelines.common import (
+    ThermalOutputMixin,
+    check_output_type,
+    pad_to_multiple,
+    postprocess,
+    visible_batch,
+)
 
 
-class Pix2PixPipeline(DiffusionPipeline):
+class Pix2PixPipeline(ThermalOutputMixin, DiffusionPipeline):
     """Translate visible images to thermal in one generator pass (no sampling: steps, guidance and generator are
     accepted for a common interface and ignored). Inputs of any size are padded by reflection to the U-Net's
     multiple and cropped back."""
@@ -21,10 +27,6 @@ class Pix2PixPipeline(DiffusionPipeline):
         self.register_modules(generator=generator)
         normalization = ThermalNormalization.from_dict(thermal_normalization or ThermalNormalization().to_dict())
         self.register_to_config(thermal_normalization=normalization.to_dict())
-
-    @property
-    def normalization(self) -> ThermalNormalization:
-        return ThermalNormalization.from_dict(self.config.thermal_normalization)
 
     @torch.no_grad()
     def __call__(self, image, num_inference_steps: int | None = None, guidance_scale: float | None = None,

@@ -9,10 +9,10 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from thermosynth.data.normalization import ThermalNormalization
 from thermosynth.models.text_encoders import encode_prompts
-from thermosynth.pipelines.common import check_output_type, postprocess
+from thermosynth.pipelines.common import ThermalOutputMixin, check_output_type, postprocess
 
 
-class TextToThermalPipeline(DiffusionPipeline):
+class TextToThermalPipeline(ThermalOutputMixin, DiffusionPipeline):
     """Generate thermal images from text.
 
     A UNet2DConditionModel denoises a thermal latent, attending to the prompt's token states (any transformers text
@@ -30,10 +30,6 @@ class TextToThermalPipeline(DiffusionPipeline):
         normalization = ThermalNormalization.from_dict(thermal_normalization or ThermalNormalization().to_dict())
         image_size = list(image_size or (128, 160))
         self.register_to_config(thermal_normalization=normalization.to_dict(), image_size=image_size)
-
-    @property
-    def normalization(self) -> ThermalNormalization:
-        return ThermalNormalization.from_dict(self.config.thermal_normalization)
 
     @property
     def size_multiple(self) -> int:

@@ -8,7 +8,13 @@ from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from thermosynth.data.normalization import ThermalNormalization
-from thermosynth.pipelines.common import check_output_type, pad_to_multiple, postprocess, visible_batch
+from thermosynth.pipelines.common import (
+    ThermalOutputMixin,
+    check_output_type,
+    pad_to_multiple,
+    postprocess,
+    visible_batch,
+)
 
 SCHEDULERS = {"ddim": DDIMScheduler, "dpm++": DPMSolverMultistepScheduler}
 
@@ -21,7 +27,7 @@ def set_scheduler(pipeline: DiffusionPipeline, name: str) -> None:
     pipeline.scheduler = SCHEDULERS[name].from_config(pipeline.scheduler.config, **extra)
 
 
-class VisibleToThermalPipeline(DiffusionPipeline):
+class VisibleToThermalPipeline(ThermalOutputMixin, DiffusionPipeline):
     """Translate visible (RGB) images to thermal images.
 
     The UNet denoises a thermal latent given the visible image's latent, concatenated on channels; both come from
@@ -45,10 +51,6 @@ class VisibleToThermalPipeline(DiffusionPipeline):
         self.register_modules(vae=vae, unet=unet, scheduler=scheduler)
         normalization = ThermalNormalization.from_dict(thermal_normalization or ThermalNormalization().to_dict())
         self.register_to_config(thermal_normalization=normalization.to_dict())
-
-    @property
-    def normalization(self) -> ThermalNormalization:
-        return ThermalNormalization.from_dict(self.config.thermal_normalization)
 
     @property
     def size_multiple(self) -> int:

@@ -21,10 +21,9 @@ from thermosynth.data.datasets import PairedImages
 from thermosynth.data.loading import fit_normalization, load_paired_arrays
 from thermosynth.models.pix2pix import Pix2PixPair, build_pix2pix
 from thermosynth.pipelines.pix2pix import Pix2PixPipeline
-from thermosynth.render import image_grid, tensor_to_rgb
-from thermosynth.training.autoencoder import ssim
 from thermosynth.training.config import Pix2PixTrainConfig
 from thermosynth.training.loop import TrainingTask, train_with
+from thermosynth.training.validation import validate_translation
 
 logger = logging.getLogger(__name__)
 
@@ -79,14 +78,7 @@ def build_task(config: Pix2PixTrainConfig) -> TrainingTask:
         return compute_loss(model, batch, config.l1_weight)
 
     def validate(model, grid_path):
-        pipeline = pipeline_for(model)
-        rows, scores = [], []
-        for visible, thermal in zip(val_visible, val_thermal, strict=True):
-            made = pipeline(visible, output_type="pt").images
-            rows.append([tensor_to_rgb(visible), tensor_to_rgb(thermal), tensor_to_rgb(made[0])])
-            scores.append(ssim(made, thermal[None]).item())
-        image_grid(rows).save(grid_path)
-        return {"train_crop_ssim": sum(scores) / len(scores)}
+        return validate_translation(pipeline_for(model), val_visible, val_thermal, grid_path)
 
     def export(model, folder):
         pipeline_for(model).save_pretrained(folder)

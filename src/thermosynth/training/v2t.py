@@ -20,10 +20,10 @@ from thermosynth.data.datasets import PairedImages
 from thermosynth.data.loading import load_paired_arrays
 from thermosynth.models.configs import build_v2t_unet
 from thermosynth.pipelines.visible_to_thermal import VisibleToThermalPipeline
-from thermosynth.render import image_grid, tensor_to_rgb
-from thermosynth.training.autoencoder import load_normalization, ssim
+from thermosynth.training.autoencoder import load_normalization
 from thermosynth.training.config import V2TTrainConfig
 from thermosynth.training.loop import TrainingTask, train_with
+from thermosynth.training.validation import validate_translation
 
 logger = logging.getLogger(__name__)
 
@@ -131,18 +131,9 @@ def build_task(config: V2TTrainConfig) -> TrainingTask:
         return compute_loss(model, batch, scheduler, generator, config.condition_dropout)
 
     def validate(model, grid_path):
-        pipeline = pipeline_for(model)
-        pipeline.set_progress_bar_config(disable=True)
-        rows, scores = [], []
-        for visible, thermal in zip(val_visible, val_thermal, strict=True):
-            made = pipeline(
-                visible, num_inference_steps=config.validation_inference_steps,
-                generator=torch.Generator().manual_seed(config.seed), output_type="pt",
-            ).images
-            rows.append([tensor_to_rgb(visible), tensor_to_rgb(thermal), tensor_to_rgb(made[0])])
-            scores.append(ssim(made, thermal[None]).item())
-        image_grid(rows).save(grid_path)
-        return {"train_crop_ssim": sum(scores) / len(scores)}
+        return validate_translation(pipeline_for(model), val_visible, val_thermal, grid_path,
+                                    num_inference_steps=config.validation_inference_steps,
+                                    generator=torch.Generator().manual_seed(config.seed))
 
     def export(model, folder):
         pipeline_for(model).save_pretrained(folder)
