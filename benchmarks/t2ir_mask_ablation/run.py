@@ -72,7 +72,7 @@ def evaluate(data: Path, out: Path, count: int) -> dict:
     from thermosynth.data.captions import caption_hituav
     from thermosynth.data.images import read_thermal
     from thermosynth.evaluation.unpaired import compare_sets
-    from thermosynth.generate import load_text_pipeline
+    from thermosynth.pipelines import load_text_pipeline, prepare_for_inference
     from thermosynth.render import image_grid, tensor_to_rgb
     from thermosynth.training.t2ir import _fit
 
@@ -81,7 +81,7 @@ def evaluate(data: Path, out: Path, count: int) -> dict:
     prompts = [e["text"][0] for e in chosen]
     generated, metrics = {}, {}
     for name in RUNS:
-        pipeline = load_text_pipeline(str(out / name / "pipeline"))
+        pipeline = prepare_for_inference(load_text_pipeline(str(out / name / "pipeline")))
         height, width = pipeline.config.image_size
         images = []
         for start in range(0, len(prompts), 16):

@@ -76,24 +76,14 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def _load_pipeline(model: str, device: str | None, scheduler: str):
-    import torch
-
-    from thermosynth.pipelines import Pix2PixPipeline, load_pipeline
-    from thermosynth.pipelines.visible_to_thermal import set_scheduler
+    from thermosynth.pipelines import load_pipeline, prepare_for_inference
 
     path = Path(model)
     if not (path / "model_index.json").is_file():
         if path.exists() or os.environ.get("HF_HUB_OFFLINE") == "1":
             raise SystemExit(f"error: {model}: not a thermosynth pipeline folder (no model_index.json). "
                              "Give the 'pipeline' folder of a `thermosynth train v2t` (or pix2pix) run.")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    pipeline = load_pipeline(model).to(device)
-    if device.startswith("cuda"):
-        pipeline.to(dtype=torch.bfloat16)
-    if not isinstance(pipeline, Pix2PixPipeline):  # pix2pix does not sample
-        set_scheduler(pipeline, scheduler)
-    pipeline.set_progress_bar_config(disable=True)
-    return pipeline
+    return prepare_for_inference(load_pipeline(model), device, scheduler)
 
 
 def cmd_translate(args: argparse.Namespace) -> None:

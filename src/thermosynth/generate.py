@@ -22,23 +22,6 @@ from thermosynth.render import PALETTES, colorize
 logger = logging.getLogger(__name__)
 
 
-def load_text_pipeline(model: str, device: str | None = None, scheduler: str = "ddim"):
-    from thermosynth.pipelines.text_to_thermal import TextToThermalPipeline
-    from thermosynth.pipelines.visible_to_thermal import set_scheduler
-
-    index = Path(model) / "model_index.json"
-    if index.is_file() and json.loads(index.read_text())["_class_name"] != TextToThermalPipeline.__name__:
-        raise ValueError(f"{model}: not a text-to-thermal pipeline; give the 'pipeline' folder of a "
-                         "`thermosynth train t2ir` run.")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    pipeline = TextToThermalPipeline.from_pretrained(model).to(device)
-    if device.startswith("cuda"):
-        pipeline.to(dtype=torch.bfloat16)
-    set_scheduler(pipeline, scheduler)
-    pipeline.set_progress_bar_config(disable=True)
-    return pipeline
-
-
 def generate_images(model, prompt: str, out: Path, count: int = 4, seed: int = 0, num_inference_steps: int = 25,
                     guidance_scale: float = 3.0, negative_prompt: str | None = None, scheduler: str = "ddim",
                     bit_depth: int = 8, palettes: tuple[str, ...] = (), device: str | None = None,
@@ -64,7 +47,12 @@ def generate_images(model, prompt: str, out: Path, count: int = 4, seed: int = 0
     todo = [i for i in range(count) if not done[i]]
     if not todo:
         return targets
-    pipeline = load_text_pipeline(str(model), device, scheduler) if isinstance(model, (str, Path)) else model
+    if isinstance(model, (str, Path)):
+        from thermosynth.pipelines import load_text_pipeline, prepare_for_inference
+
+        pipeline = prepare_for_inference(load_text_pipeline(str(model)), device, scheduler)
+    else:
+        pipeline = model
     output_type = "pil16" if bit_depth == 16 else "pil"
     for start in tqdm(range(0, len(todo), batch_size), desc="generate", unit="batch"):
         chunk = todo[start : start + batch_size]

@@ -4,28 +4,63 @@ TxT2IR's text-to-thermal LDM."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from thermosynth.pipelines.pix2pix import Pix2PixPipeline
 from thermosynth.pipelines.text_to_thermal import TextToThermalPipeline
-from thermosynth.pipelines.visible_to_thermal import VisibleToThermalPipeline
+from thermosynth.pipelines.visible_to_thermal import VisibleToThermalPipeline, set_scheduler
 
 PIPELINE_CLASSES = {cls.__name__: cls for cls in (VisibleToThermalPipeline, Pix2PixPipeline)}
 
-__all__ = ["PIPELINE_CLASSES", "Pix2PixPipeline", "TextToThermalPipeline", "VisibleToThermalPipeline", "load_pipeline"]
+__all__ = ["PIPELINE_CLASSES", "Pix2PixPipeline", "TextToThermalPipeline", "VisibleToThermalPipeline", "load_pipeline",
+           "load_text_pipeline", "prepare_for_inference"]
+
+
+def _saved_class_name(model: str) -> str:
+    """The class a saved pipeline's model_index.json names (a hub repository's is downloaded only when named)."""
+    path = Path(model)
+    if (path / "model_index.json").is_file():
+        return json.loads((path / "model_index.json").read_text())["_class_name"]
+    if path.exists() or os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise ValueError(f"{model}: not a thermosynth pipeline folder (no model_index.json). Give the 'pipeline' "
+                         "folder of a `thermosynth train` run.")
+    from huggingface_hub import hf_hub_download
+
+    return json.loads(Path(hf_hub_download(model, "model_index.json")).read_text())["_class_name"]
 
 
 def load_pipeline(model: str):
-    """The pipeline saved in a folder (or hub repository, downloaded only when named) by the class its
+    """The translation pipeline (V2T or pix2pix) saved in a folder or hub repository, by the class its
     model_index.json names."""
-    index = Path(model) / "model_index.json"
-    if index.is_file():
-        class_name = json.loads(index.read_text())["_class_name"]
-    else:
-        from huggingface_hub import hf_hub_download
-
-        class_name = json.loads(Path(hf_hub_download(model, "model_index.json")).read_text())["_class_name"]
+    class_name = _saved_class_name(model)
     if class_name not in PIPELINE_CLASSES:
         raise ValueError(f"{model}: its model_index.json names {class_name!r}, not a thermosynth translation pipeline "
                          f"({', '.join(PIPELINE_CLASSES)})")
     return PIPELINE_CLASSES[class_name].from_pretrained(model)
+
+
+def load_text_pipeline(model: str) -> TextToThermalPipeline:
+    """The text-to-thermal pipeline saved in a folder or hub repository (a `thermosynth train t2ir` run's
+    'pipeline' folder)."""
+    class_name = _saved_class_name(model)
+    if class_name != TextToThermalPipeline.__name__:
+        raise ValueError(f"{model}: its model_index.json names {class_name!r}, not a text-to-thermal pipeline; give "
+                         "the 'pipeline' folder of a `thermosynth train t2ir` run.")
+    return TextToThermalPipeline.from_pretrained(model)
+
+
+def prepare_for_inference(pipeline, device: str | None = None, scheduler: str = "ddim"):
+    """Ready a loaded pipeline for the commands: on `device` (default: CUDA when available, in bf16 there), with
+    the `scheduler` sampler where it samples (pix2pix does not), and without per-step progress bars (the commands
+    show their own)."""
+    import torch
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    pipeline.to(device)
+    if device.startswith("cuda"):
+        pipeline.to(dtype=torch.bfloat16)
+    if "scheduler" in pipeline.components:
+        set_scheduler(pipeline, scheduler)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
