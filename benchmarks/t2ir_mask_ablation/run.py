@@ -69,12 +69,12 @@ def main() -> None:
 
 
 def evaluate(data: Path, out: Path, count: int) -> dict:
+    from thermosynth.data.augment import fit_to_size
     from thermosynth.data.captions import caption_hituav
     from thermosynth.data.images import read_thermal
     from thermosynth.evaluation.unpaired import compare_sets
     from thermosynth.pipelines import load_text_pipeline, prepare_for_inference
     from thermosynth.render import image_grid, tensor_to_rgb
-    from thermosynth.training.t2ir import _fit
 
     entries = [e for e in caption_hituav(data, data) if e["split"] == "test"]
     chosen = [entries[i] for i in np.linspace(0, len(entries) - 1, min(count, len(entries))).round().astype(int)]
@@ -91,7 +91,7 @@ def evaluate(data: Path, out: Path, count: int) -> dict:
                                    output_type="pt").images)
         generated[name] = torch.cat(images)
     real = torch.stack([
-        torch.from_numpy(_fit(read_thermal(data / e["file_name"]), (height, width))[0].astype(np.float32))[None]
+        torch.from_numpy(fit_to_size(read_thermal(data / e["file_name"]), (height, width))[0].astype(np.float32))[None]
         / 127.5 - 1 for e in chosen
     ])
     for name in RUNS:

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from thermosynth.data.errors import DataError
 from thermosynth.data.images import atomic_write, list_images, read_thermal
-from thermosynth.data.masks import HotMaskSpec, box_mask, hot_mask
+from thermosynth.data.masks import HotMaskSpec, hot_mask
 from thermosynth.data.sources import ThermalRecord, hituav_frames
 
 logger = logging.getLogger(__name__)
@@ -59,9 +59,7 @@ def write_masks(inputs: list[str], out: Path, method: str = "otsu", percentile: 
             counts["skipped_existing"] += 1
             continue
         thermal = read_thermal(record.path)
-        mask = hot_mask(thermal, spec)
-        if in_boxes and record.boxes:
-            mask &= box_mask(mask.shape, record.boxes)
+        mask = hot_mask(thermal, spec, record.boxes if in_boxes else ())
         atomic_write(target, lambda tmp, m=mask: Image.fromarray(m.astype(np.uint8) * 255).save(tmp, format="PNG"))
         atomic_write(shown, lambda tmp, t=thermal, m=mask: Image.fromarray(overlay(t, m)).save(tmp, format="PNG"))
         counts["written"] += 1

@@ -1,9 +1,10 @@
-"""Random crops and flips that are applied identically to every image of a pair."""
+"""Crops, resizes and flips: random ones applied identically to every image of a pair, and fixed fits."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -60,3 +61,17 @@ def center_crop(image: torch.Tensor, size: int) -> torch.Tensor:
     height, width = image.shape[-2:]
     top, left = max(0, (height - size) // 2), max(0, (width - size) // 2)
     return image[..., top : top + size, left : left + size]
+
+
+def fit_to_size(image: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """Resize to cover `size` (height, width) keeping the aspect ratio, then centre-crop. Returns the image and
+    (scale_x, scale_y, offset_x, offset_y) mapping original pixel coordinates to the fitted image."""
+    height, width = image.shape
+    target_h, target_w = size
+    factor = max(target_h / height, target_w / width)
+    new_h, new_w = max(target_h, round(height * factor)), max(target_w, round(width * factor))
+    t = torch.from_numpy(image.astype(np.float32))[None, None]
+    t = F.interpolate(t, size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False)[0, 0]
+    top, left = (new_h - target_h) // 2, (new_w - target_w) // 2
+    fitted = t[top : top + target_h, left : left + target_w].round().clamp(0, np.iinfo(image.dtype).max)
+    return fitted.numpy().astype(image.dtype), (new_w / width, new_h / height, -left, -top)

@@ -32,8 +32,11 @@ class HotMaskSpec:
             raise ValueError("opening and min_area must be >= 0")
 
 
-def hot_mask(thermal: np.ndarray, spec: HotMaskSpec | None = None) -> np.ndarray:
-    """(H, W) thermal image (any numeric dtype; larger = hotter) -> (H, W) bool mask of hot regions."""
+def hot_mask(thermal: np.ndarray, spec: HotMaskSpec | None = None, boxes=()) -> np.ndarray:
+    """(H, W) thermal image (any numeric dtype; larger = hotter) -> (H, W) bool mask of hot regions.
+
+    With `boxes` (data.sources.Box in the image's pixel coordinates) only hot pixels inside them are kept; an image
+    without boxes keeps its whole-image mask."""
     spec = spec or HotMaskSpec()
     if thermal.ndim != 2:
         raise ValueError(f"expected an (H, W) thermal image, got shape {thermal.shape}")
@@ -52,6 +55,8 @@ def hot_mask(thermal: np.ndarray, spec: HotMaskSpec | None = None) -> np.ndarray
         labels, count = ndimage.label(mask)
         areas = ndimage.sum(mask, labels, index=np.arange(1, count + 1))
         mask = np.isin(labels, np.flatnonzero(areas >= spec.min_area) + 1)
+    if boxes:
+        mask &= box_mask(mask.shape, boxes)
     return mask
 
 

@@ -24,12 +24,13 @@ from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditi
 from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
+from thermosynth.data.augment import fit_to_size
 from thermosynth.data.captions import METADATA_FILE, caption_hituav, caption_llvip, read_metadata
 from thermosynth.data.errors import DataError
 from thermosynth.data.images import read_thermal
-from thermosynth.data.masks import HotMaskSpec, box_mask, hot_mask, mask_weights
+from thermosynth.data.masks import HotMaskSpec, hot_mask, mask_weights
 from thermosynth.data.normalization import ThermalNormalization
-from thermosynth.data.sources import read_voc_boxes
+from thermosynth.data.sources import Box, read_voc_boxes
 from thermosynth.models.configs import build_t2ir_unet
 from thermosynth.models.text_encoders import encode_prompts, hidden_size, load_text_encoder
 from thermosynth.pipelines.text_to_thermal import TextToThermalPipeline
@@ -92,20 +93,6 @@ class CaptionedThermal:
     boxes: list  # data.sources.Box, already scaled to the training size
 
 
-def _fit(image: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, tuple[float, float, float, float]]:
-    """Resize to cover `size` (height, width) keeping the aspect ratio, then centre-crop. Returns the image and
-    (scale_x, scale_y, offset_x, offset_y) mapping original pixel coordinates to the fitted image."""
-    height, width = image.shape
-    target_h, target_w = size
-    factor = max(target_h / height, target_w / width)
-    new_h, new_w = max(target_h, round(height * factor)), max(target_w, round(width * factor))
-    t = torch.from_numpy(image.astype(np.float32))[None, None]
-    t = F.interpolate(t, size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False)[0, 0]
-    top, left = (new_h - target_h) // 2, (new_w - target_w) // 2
-    fitted = t[top : top + target_h, left : left + target_w].round().clamp(0, np.iinfo(image.dtype).max)
-    return fitted.numpy().astype(image.dtype), (new_w / width, new_h / height, -left, -top)
-
-
 def _captioned_files(path: Path, split: str | None) -> list[tuple[Path, list[str], Path | None]]:
     """(image, captions, VOC annotation or None) from a metadata.jsonl, else from HIT-UAV / LLVIP annotations."""
     for candidate in (path, path / "JPEGImages", path / "infrared"):
@@ -140,11 +127,9 @@ def load_captioned(
                     raise
                 logger.warning("skipped: %s", error)
                 continue
-            fitted, (sx, sy, ox, oy) = _fit(raw, size)
+            fitted, (sx, sy, ox, oy) = fit_to_size(raw, size)
             boxes = []
             if annotation is not None:
-                from thermosynth.data.sources import Box
-
                 boxes = [Box(b.label, b.xmin * sx + ox, b.ymin * sy + oy, b.xmax * sx + ox, b.ymax * sy + oy)
                          for b in read_voc_boxes(annotation)]
             items.append(CaptionedThermal(fitted, captions, boxes))
@@ -156,9 +141,8 @@ def load_captioned(
 
 def thermal_weights(item: CaptionedThermal, config: T2IRTrainConfig) -> np.ndarray:
     """M for one training image: hot pixels (optionally only inside its boxes) weigh hot_weight, the rest cold."""
-    hot = hot_mask(item.raw, HotMaskSpec(config.mask_method, config.mask_percentile))
-    if config.mask_in_boxes and item.boxes:
-        hot &= box_mask(hot.shape, item.boxes)
+    spec = HotMaskSpec(config.mask_method, config.mask_percentile)
+    hot = hot_mask(item.raw, spec, item.boxes if config.mask_in_boxes else ())
     return mask_weights(hot, config.hot_weight, config.cold_weight)
 
 
