@@ -36,8 +36,11 @@ def frechet_distance_metric(extractor: nn.Module | None = None) -> FrechetIncept
     return FrechetInceptionDistance(feature=_extractor(extractor), reset_real_features=False)
 
 
+KID_SUBSETS = 100
+
+
 def kernel_distance_metric(extractor: nn.Module | None = None, subset_size: int = 100,
-                           subsets: int = 100) -> KernelInceptionDistance:
+                           subsets: int = KID_SUBSETS) -> KernelInceptionDistance:
     """KID on `extractor` features: mean and std over `subsets` random subsets of `subset_size` images."""
     return KernelInceptionDistance(feature=_extractor(extractor), subset_size=subset_size, subsets=subsets,
                                    reset_real_features=False)
@@ -57,3 +60,19 @@ def frechet_distance(real: torch.Tensor, generated: torch.Tensor, extractor: nn.
         for start in range(0, len(images), batch_size):
             metric.update(images[start : start + batch_size], real=is_real)
     return float(metric.compute())
+
+
+def feature_distances(real: torch.Tensor, generated: torch.Tensor, extractor: nn.Module, kid_subset_size: int,
+                      kid_seed: int = 0) -> dict[str, float]:
+    """Fréchet distance and KID (mean, std) between two sets of (N, D) features already taken by `extractor`,
+    named after it. KID draws its subsets from the global RNG: a fixed seed makes results repeat."""
+    fd = frechet_distance_metric(PrecomputedFeatures(extractor.num_features))
+    kid = kernel_distance_metric(PrecomputedFeatures(extractor.num_features), subset_size=kid_subset_size)
+    for metric in (fd, kid):
+        metric.update(real, real=True)
+        metric.update(generated, real=False)
+    with torch.random.fork_rng():
+        torch.manual_seed(kid_seed)
+        kid_mean, kid_std = kid.compute()
+    return {metric_name("fd", extractor): float(fd.compute()), metric_name("kid", extractor): float(kid_mean),
+            metric_name("kid", extractor) + "_std": float(kid_std)}

@@ -28,12 +28,7 @@ from thermosynth import __version__
 from thermosynth.data.errors import DataError
 from thermosynth.data.images import atomic_write, read_thermal, read_visible
 from thermosynth.data.sources import PairRecord, load_pairs
-from thermosynth.evaluation.distribution import (
-    PrecomputedFeatures,
-    frechet_distance_metric,
-    kernel_distance_metric,
-    metric_name,
-)
+from thermosynth.evaluation.distribution import KID_SUBSETS, feature_distances
 from thermosynth.evaluation.features import EfficientNetLite0Features
 from thermosynth.evaluation.optional import MetricUnavailable, inception_fid_metric, lpips_metric
 from thermosynth.evaluation.paired import PairedThermalMetrics
@@ -183,25 +178,14 @@ def evaluate_pairs(
     if real_features is None:
         real_features = torch.cat(new_real_features)
         atomic_write(cache, lambda tmp: save_file({"features": real_features.contiguous()}, tmp))
-    fake_features = torch.cat(fake_features)
-    fd = frechet_distance_metric(PrecomputedFeatures(extractor.num_features))
     kid_subset = max(2, min(50, len(pairs) // 2))  # subsets must differ for a meaningful std
-    kid = kernel_distance_metric(PrecomputedFeatures(extractor.num_features), subset_size=kid_subset, subsets=100)
-    for metric in (fd, kid):
-        metric.update(real_features, real=True)
-        metric.update(fake_features, real=False)
-    with torch.random.fork_rng():  # KID draws its subsets from the global RNG: fix it so reports repeat
-        torch.manual_seed(0)
-        kid_mean, kid_std = kid.compute()
-
     metrics = {**paired.compute(), **hot.compute(), **histogram.compute(),
-               metric_name("fd", extractor): float(fd.compute()), metric_name("kid", extractor): float(kid_mean),
-               metric_name("kid", extractor) + "_std": float(kid_std),
+               **feature_distances(real_features, torch.cat(fake_features), extractor, kid_subset),
                **{name: float(metric.compute()) for name, metric in optional.items()}}
     report = {
         "data": str(data), "split": split, "pairs": len(pairs), "model": model, "generated": str(generated),
         "generation": generation or {}, "metrics": metrics, "not_computed": not_computed,
-        "preprocessing": {**PREPROCESSING, "kid": f"{kid.subsets} subsets of {kid_subset} images"},
+        "preprocessing": {**PREPROCESSING, "kid": f"{KID_SUBSETS} subsets of {kid_subset} images"},
         "thermosynth": __version__, "torch": torch.__version__, "machine": platform.platform(),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

@@ -9,12 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from thermosynth.evaluation.distribution import (
-    PrecomputedFeatures,
-    frechet_distance_metric,
-    kernel_distance_metric,
-    metric_name,
-)
+from thermosynth.evaluation.distribution import feature_distances
 from thermosynth.evaluation.features import EfficientNetLite0Features
 from thermosynth.evaluation.thermal import HotRegionStatistics, IntensityHistogramDistance
 
@@ -24,25 +19,19 @@ def compare_sets(real: torch.Tensor, generated: torch.Tensor, batch_size: int = 
         raise ValueError("comparing sets needs at least 2 real and 2 generated images")
     extractor = EfficientNetLite0Features()
     subset = max(2, min(100, len(real) // 2, len(generated) // 2))  # subsets must differ for a meaningful std
-    fd = frechet_distance_metric(PrecomputedFeatures(extractor.num_features))
-    kid = kernel_distance_metric(PrecomputedFeatures(extractor.num_features), subset_size=subset)
     histogram = IntensityHistogramDistance()
     hot = {True: HotRegionStatistics(), False: HotRegionStatistics()}
+    features = {True: [], False: []}
     for images, is_real in ((real, True), (generated, False)):
         for start in range(0, len(images), batch_size):
             batch = images[start : start + batch_size].float()
-            features = extractor(batch)
-            fd.update(features, real=is_real)
-            kid.update(features, real=is_real)
+            features[is_real].append(extractor(batch))
             histogram.update(batch, real=is_real)
             hot[is_real].update(batch)
-    with torch.random.fork_rng():  # KID draws its subsets from the global RNG: fix it so results repeat
-        torch.manual_seed(kid_seed)
-        kid_mean, kid_std = kid.compute()
+    distances = feature_distances(torch.cat(features[True]), torch.cat(features[False]), extractor, subset, kid_seed)
     real_hot, generated_hot = hot[True].compute(), hot[False].compute()
     return {
-        metric_name("fd", extractor): float(fd.compute()),
-        metric_name("kid", extractor): float(kid_mean), metric_name("kid", extractor) + "_std": float(kid_std),
+        **distances,
         **histogram.compute(),
         **{f"{k}_real": v for k, v in real_hot.items()}, **{f"{k}_generated": v for k, v in generated_hot.items()},
         "real_images": len(real), "generated_images": len(generated),
