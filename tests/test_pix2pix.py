@@ -4,7 +4,7 @@ import torch
 
 from thermosynth.cli import main
 from thermosynth.models.pix2pix import Pix2PixGenerator, Pix2PixPair
-from thermosynth.pipelines import Pix2PixPipeline, VisibleToThermalPipeline, load_pipeline
+from thermosynth.pipelines import Pix2PixPipeline, VisibleToThermalPipeline, load_pipeline, load_text_pipeline
 from thermosynth.training.config import make_config
 from thermosynth.training.pix2pix import _gan_loss, compute_loss
 
@@ -67,6 +67,13 @@ def test_load_pipeline_refuses_a_foreign_pipeline(tmp_path):
     (tmp_path / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
     with pytest.raises(ValueError, match="not a thermosynth translation pipeline"):
         load_pipeline(str(tmp_path))
+
+
+def test_each_loader_takes_only_its_own_pipelines(tiny_pipeline_dir, tmp_path):
+    with pytest.raises(ValueError, match="not a text-to-thermal pipeline"):
+        load_text_pipeline(str(tiny_pipeline_dir))
+    with pytest.raises(ValueError, match="no model_index.json"):  # a local folder is never taken for a hub id
+        load_text_pipeline(str(tmp_path))
 
 
 def test_config_checks_crop_against_the_unet_depth(tmp_path):
