@@ -8,7 +8,8 @@ from safetensors.torch import load_file
 
 from thermosynth.pipelines import VisibleToThermalPipeline
 from thermosynth.training import DataConfig, make_config, train
-from thermosynth.training.checkpoint import checkpoint_dirs
+from thermosynth.training.checkpoint import checkpoint_dirs, checkpoint_state
+from thermosynth.training.loop import learning_rate_at
 from thermosynth.training.v2t import compute_loss, noise_schedule
 
 from conftest import scene, write_pairs
@@ -111,7 +112,59 @@ def test_presets_validate():
         make_config("autoencoder", "tiny", output_dir="x", crop_size=30)
     with pytest.raises(ValueError, match="autoencoder is required"):
         make_config("v2t", "tiny", output_dir="x")
-    for task in ("autoencoder", "v2t"):
-        for preset in ("tiny", "small", "sd15"):
-            make_config(task, preset, output_dir="x", autoencoder="a" if task == "v2t" else None)
+    with pytest.raises(ValueError, match="time_budget"):
+        make_config("autoencoder", "tiny", output_dir="x", time_budget=0)
+    for task in ("autoencoder", "v2t", "t2ir"):
+        for preset in ("tiny", "base", "small", "sd15"):
+            make_config(task, preset, output_dir="x", autoencoder=None if task == "autoencoder" else "a")
+
+
+def test_time_budget_stops_records_steps_and_resumes(tmp_path):
+    """A budgeted run stops when its minutes are spent (steps only a cap), writes the steps it ran into config.json,
+    keeps the trained seconds in its checkpoint, and is finished when the same command runs again."""
+    data = DataConfig(paths=[str(write_pairs(tmp_path / "pairs"))], split=None)
+    settings = dict(FAST, steps=100_000, checkpoint_every=100_000, validate_every=100_000, time_budget=0.03)
+    config = make_config("autoencoder", "tiny", output_dir=str(tmp_path / "ae"), data=data, **settings)
+    exported = train(config)
+    steps = json.loads((tmp_path / "ae" / "config.json").read_text())["steps"]
+    assert 1 <= steps < 100_000
+    (checkpoint,) = checkpoint_dirs(tmp_path / "ae")
+    assert checkpoint.name == f"step-{steps:07d}"
+    assert checkpoint_state(checkpoint)["elapsed_s"] >= 0.03 * 60
+    before = (exported / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns
+    again = make_config("autoencoder", "tiny", output_dir=str(tmp_path / "ae"), data=data, **settings)
+    assert train(again) == exported
+    assert (exported / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns == before
+    assert json.loads((tmp_path / "ae" / "config.json").read_text())["steps"] == steps
+
+
+def test_learning_rate_follows_the_time_budget():
+    config = make_config("v2t", "base", output_dir="x", autoencoder="a", time_budget=10)
+    peak, warm = config.learning_rate, config.warmup_steps
+    assert learning_rate_at(config, warm, elapsed_s=0) == pytest.approx(peak)
+    assert learning_rate_at(config, warm, elapsed_s=300) == pytest.approx(peak * 0.55)  # half the budget
+    assert learning_rate_at(config, warm, elapsed_s=600) == pytest.approx(peak * 0.1)
+    assert learning_rate_at(config, 0, elapsed_s=600) == pytest.approx(peak / warm)  # warm-up is counted in steps
+
+
+def test_v_prediction_loss_targets_the_velocity(tiny_pipeline):
+    """With a v-prediction schedule (zero terminal SNR), the loss is the MSE to v = sqrt(abar) eps - sqrt(1-abar) z0:
+    a UNet that outputs exactly v (computed here from the same draws) has zero loss."""
+    scheduler = noise_schedule(prediction_type="v_prediction")
+    assert scheduler.alphas_cumprod[-1] == 0  # the last training step is pure noise
+    batch = {"thermal_latent": torch.randn(3, 4, 8, 8), "visible_latent": torch.randn(3, 4, 8, 8)}
+    generator = torch.Generator().manual_seed(5)
+    noise = torch.randn(batch["thermal_latent"].shape, generator=generator)
+    timesteps = torch.randint(0, 1000, (3,), generator=generator)
+    velocity = scheduler.get_velocity(batch["thermal_latent"], noise, timesteps)
+
+    class Oracle(torch.nn.Module):
+        def forward(self, sample, t):
+            assert torch.equal(t, timesteps)
+            return type("Out", (), {"sample": velocity})()
+
+    loss, _ = compute_loss(Oracle(), batch, scheduler, torch.Generator().manual_seed(5), 0.0)
+    assert loss.item() == 0.0
+    loss_eps, _ = compute_loss(Oracle(), batch, noise_schedule(), torch.Generator().manual_seed(5), 0.0)
+    assert loss_eps.item() > 0.1
 

@@ -14,9 +14,13 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", action="append", required=True, metavar="PATH",
                         help="data set folder or .jsonl manifest (repeat for several)")
     parser.add_argument("--out", required=True, help="run folder; re-run the same command to resume")
-    parser.add_argument("--preset", default="tiny", help="tiny (CPU minutes), small (one GPU), sd15 (big GPUs)")
+    parser.add_argument("--preset", default="tiny",
+                        help="tiny (CPU minutes), base (the shipped models' recipe: one GPU, with --time-budget), "
+                        "small, sd15 (big GPUs)")
     parser.add_argument("--split", default="train", help="split to train on where the layout has splits")
     parser.add_argument("--steps", type=int, help="optimizer steps (default: the preset's)")
+    parser.add_argument("--time-budget", type=float, metavar="MINUTES",
+                        help="train for this many wall-clock minutes (--steps becomes an upper bound), then export")
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--lr", type=float, dest="learning_rate")
     parser.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"))
@@ -42,6 +46,8 @@ def _training_config(task: str, args: argparse.Namespace):
                       **({"thermal_normalization": args.thermal_normalization,
                           "thermal_range": args.thermal_range} if task in ("autoencoder", "pix2pix") else {}))
     extra = {"autoencoder": str(Path(args.autoencoder))} if task in ("v2t", "t2ir") else {}
+    if task == "v2t":
+        extra["prediction_type"] = args.prediction_type
     if task == "t2ir":
         extra.update(text_encoder=args.text_encoder, long_clip=args.long_clip or None,
                      mask_loss_weight=args.mask_loss_weight, mask_t_max=args.mask_t_max,
@@ -49,7 +55,8 @@ def _training_config(task: str, args: argparse.Namespace):
                      decoder_checkpointing=args.decoder_checkpointing or None)
     return make_config(task, args.preset, output_dir=str(Path(args.out)), data=data, steps=args.steps,
                        batch_size=args.batch_size, learning_rate=args.learning_rate,
-                       mixed_precision=args.mixed_precision, seed=args.seed, **extra)
+                       mixed_precision=args.mixed_precision, seed=args.seed, time_budget=args.time_budget,
+                       **extra)
 
 
 def _dry_run(config) -> None:
@@ -77,9 +84,10 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def _load_pipeline(model: str, device: str | None, scheduler: str):
     from thermosynth.pipelines import load_pipeline, prepare_for_inference
+    from thermosynth.pretrained import is_shipped
 
     path = Path(model)
-    if not (path / "model_index.json").is_file():
+    if not is_shipped(model) and not (path / "model_index.json").is_file():
         if path.exists() or os.environ.get("HF_HUB_OFFLINE") == "1":
             raise SystemExit(f"error: {model}: not a thermosynth pipeline folder (no model_index.json). "
                              "Give the 'pipeline' folder of a `thermosynth train v2t` (or pix2pix) run.")
@@ -110,6 +118,11 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         pipeline = _load_pipeline(args.model, args.device, args.scheduler)
         generation = {"num_inference_steps": args.steps, "guidance_scale": args.guidance, "seed": args.seed,
                       "batch_size": args.batch_size}
+        if "scheduler" in pipeline.components:  # record the settings used, the model's own where none were given
+            from thermosynth.pipelines.common import sampling_settings
+
+            generation["num_inference_steps"], generation["guidance_scale"] = sampling_settings(
+                pipeline, args.steps, args.guidance, 1.0)
     report = evaluate_pairs(args.data, args.split, Path(args.out), generated=args.generated and Path(args.generated),
                             pipeline=pipeline, generation=generation, skip_bad=args.skip_bad,
                             inception_weights=args.inception_weights,
@@ -176,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     v2t = tasks.add_parser("v2t", help="the visible-to-thermal latent diffusion model")
     _add_training_arguments(v2t)
     v2t.add_argument("--autoencoder", required=True, help="folder of a trained autoencoder (<run>/autoencoder)")
+    v2t.add_argument("--prediction-type", choices=("epsilon", "v_prediction"),
+                     help="what the UNet predicts; v_prediction trains on a zero-terminal-SNR schedule")
     t2ir = tasks.add_parser("t2ir", help="the text-to-infrared latent diffusion model (TxT2IR)")
     _add_training_arguments(t2ir)
     t2ir.add_argument("--autoencoder", required=True, help="folder of a trained autoencoder (<run>/autoencoder)")
@@ -197,8 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     translate.add_argument("--model", required=True, help="pipeline folder (<run>/pipeline) or hub id")
     translate.add_argument("--out", required=True, help="output folder; existing outputs are skipped")
     translate.add_argument("--split", default="test", help="split of a paired data set input (default: test)")
-    translate.add_argument("--steps", type=int, default=25, help="sampling steps")
-    translate.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (1: off)")
+    translate.add_argument("--steps", type=int, help="sampling steps (default: the model's recorded setting, or 25)")
+    translate.add_argument("--guidance", type=float,
+                           help="classifier-free guidance scale, 1: off (default: the model's recorded setting, or 1)")
     translate.add_argument("--scheduler", default="ddim", choices=("ddim", "dpm++"))
     translate.add_argument("--seed", type=int, default=0)
     translate.add_argument("--batch-size", type=int, default=4)
@@ -216,8 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--model", help="pipeline folder: generate what is missing into OUT/generated, then score")
     evaluate.add_argument("--generated", help="folder of generated thermal PNGs named like the visible images")
     evaluate.add_argument("--out", required=True, help="report folder")
-    evaluate.add_argument("--steps", type=int, default=25)
-    evaluate.add_argument("--guidance", type=float, default=1.0)
+    evaluate.add_argument("--steps", type=int, help="sampling steps (default: the model's recorded setting, or 25)")
+    evaluate.add_argument("--guidance", type=float,
+                          help="guidance scale (default: the model's recorded setting, or 1)")
     evaluate.add_argument("--scheduler", default="ddim", choices=("ddim", "dpm++"))
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--batch-size", type=int, default=4)
@@ -254,8 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("-n", type=int, default=4, help="how many images")
     generate.add_argument("--out", required=True)
     generate.add_argument("--seed", type=int, default=0)
-    generate.add_argument("--steps", type=int, default=25)
-    generate.add_argument("--guidance", type=float, default=3.0)
+    generate.add_argument("--steps", type=int, help="sampling steps (default: the model's recorded setting, or 25)")
+    generate.add_argument("--guidance", type=float,
+                          help="guidance scale (default: the model's recorded setting, or 3)")
     generate.add_argument("--negative-prompt")
     generate.add_argument("--scheduler", default="ddim", choices=("ddim", "dpm++"))
     generate.add_argument("--bit-depth", type=int, default=8, choices=(8, 16))

@@ -13,7 +13,7 @@ LATENT_CHANNELS = 4
 AUTOENCODER_ARCHITECTURES: dict[str, dict] = {
     # CPU-sized: trains in minutes on 2 cores.
     "tiny": dict(block_out_channels=(32, 32, 64, 64), layers_per_block=1, norm_num_groups=16),
-    # The shipped model's size (the calibration AE in DESIGN.md: 64-128-256-256).
+    # The shipped models' shared autoencoder (the calibration AE in DESIGN.md: 64-128-256-256), 20.9M parameters.
     "small": dict(block_out_channels=(64, 128, 256, 256), layers_per_block=2, norm_num_groups=32),
     # SD-1.5's autoencoder shape, for users with large GPUs.
     "sd15": dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, norm_num_groups=32),
@@ -25,6 +25,15 @@ V2T_UNET_ARCHITECTURES: dict[str, dict] = {
         down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
         up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
         layers_per_block=1,
+        norm_num_groups=32,
+        attention_head_dim=32,
+    ),
+    # The shipped model's size: 16.6M parameters, ~0.12 s per denoising step at 256 px on 2 CPU cores.
+    "base": dict(
+        block_out_channels=(64, 128, 192, 192),
+        down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+        layers_per_block=2,
         norm_num_groups=32,
         attention_head_dim=32,
     ),
@@ -78,6 +87,15 @@ T2IR_UNET_ARCHITECTURES: dict[str, dict] = {
         block_out_channels=(64, 128),
         down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        layers_per_block=1,
+        norm_num_groups=32,
+        attention_head_dim=8,
+    ),
+    # The shipped model's size: 15.5M parameters at MiniLM's 384-d token states.
+    "base": dict(
+        block_out_channels=(64, 128, 192, 192),
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
         layers_per_block=1,
         norm_num_groups=32,
         attention_head_dim=8,

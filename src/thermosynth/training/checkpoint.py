@@ -52,7 +52,8 @@ def _load_optimizer(optimizer: torch.optim.Optimizer, folder: Path) -> None:
 
 
 def save_checkpoint(
-    run_dir: Path, step: int, model: torch.nn.Module, ema: EMAModel, optimizer: torch.optim.Optimizer, keep: int
+    run_dir: Path, step: int, model: torch.nn.Module, ema: EMAModel, optimizer: torch.optim.Optimizer, keep: int,
+    elapsed_s: float = 0.0,
 ) -> Path:
     folder = Path(run_dir) / "checkpoints"
     final = folder / f"{CHECKPOINT_PREFIX}{step:07d}"
@@ -64,12 +65,18 @@ def save_checkpoint(
     save_file({n: p.detach().contiguous().cpu() for n, p in zip(names, ema.shadow_params, strict=True)},
               tmp / "ema.safetensors")
     _save_optimizer(optimizer, tmp)
-    (tmp / "state.json").write_text(json.dumps({"step": step, "ema_optimization_step": ema.optimization_step}))
+    (tmp / "state.json").write_text(json.dumps({"step": step, "ema_optimization_step": ema.optimization_step,
+                                                "elapsed_s": elapsed_s}))
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     for old in checkpoint_dirs(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def checkpoint_state(folder: Path) -> dict:
+    """step, ema_optimization_step and elapsed_s (training seconds so far; 0 in checkpoints older than it)."""
+    return {"elapsed_s": 0.0, **json.loads((Path(folder) / "state.json").read_text())}
 
 
 def load_checkpoint(

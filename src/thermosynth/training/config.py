@@ -18,6 +18,7 @@ from thermosynth.models.pix2pix import PIX2PIX_ARCHITECTURES
 from thermosynth.models.text_encoders import DEFAULT_TEXT_ENCODER
 
 PRECISIONS = ("no", "bf16", "fp16")
+PREDICTION_TYPES = ("epsilon", "v_prediction")
 
 
 @dataclass
@@ -59,6 +60,10 @@ class TrainConfig:
     log_every: int = 10
     keep_checkpoints: int = 2
     seed: int = 0
+    # Wall-clock minutes of training: stop (checkpoint, export) when spent, with `steps` as an upper bound. The
+    # learning-rate schedule then follows the elapsed fraction of the budget; the steps actually run are written
+    # back into the run's config.json.
+    time_budget: float | None = None
 
     def __post_init__(self):
         if isinstance(self.data, dict):
@@ -73,6 +78,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.crop_size % 8:
             raise ValueError(f"crop_size must be a multiple of 8 (the autoencoder's factor), got {self.crop_size}")
+        if self.time_budget is not None and not self.time_budget > 0:
+            raise ValueError(f"time_budget must be > 0 minutes, got {self.time_budget}")
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if not 0.0 <= self.ema_decay < 1.0:
@@ -110,10 +117,13 @@ class V2TTrainConfig(TrainConfig):
     autoencoder: str = ""  # folder written by `thermosynth train autoencoder` (<run>/autoencoder)
     condition_dropout: float = 0.1  # LaPIG / classifier-free guidance: train the unconditional model too
     num_train_timesteps: int = 1000
+    prediction_type: str = "epsilon"  # or "v_prediction", on a zero-terminal-SNR schedule (training/v2t.py)
     validation_inference_steps: int = 25
 
     def __post_init__(self):
         super().__post_init__()
+        if self.prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {self.prediction_type!r}")
         if self.architecture not in V2T_UNET_ARCHITECTURES:
             raise ValueError(f"architecture must be one of {sorted(V2T_UNET_ARCHITECTURES)}")
         if not self.autoencoder:
@@ -175,12 +185,16 @@ class T2IRTrainConfig(TrainConfig):
         HotMaskSpec(self.mask_method, self.mask_percentile)  # validates the mask settings
 
 
-# Named presets. "tiny" finishes on 2 CPU cores in minutes (tests, demo); "small" is the shipped model's recipe for
-# one GPU; "sd15" uses SD-1.5-sized networks for big GPUs.
+# Named presets. "tiny" finishes on 2 CPU cores in minutes (tests, demo); "base" is the shipped models' recipe
+# (sized to ship: ~100 MB in fp16 for the autoencoder and both UNets; meant for one GPU with --time-budget, its
+# `steps` only a cap); "small" is a larger one-GPU model; "sd15" uses SD-1.5-sized networks for big GPUs.
 PRESETS: dict[str, dict[str, dict]] = {
     "autoencoder": {
         "tiny": dict(architecture="tiny", steps=400, batch_size=16, crop_size=96, learning_rate=1e-3,
                      warmup_steps=20, ema_decay=0.99, checkpoint_every=100, validate_every=200, log_every=10),
+        "base": dict(architecture="small", steps=100000, batch_size=32, crop_size=256, learning_rate=2e-4,
+                     warmup_steps=200, mixed_precision="bf16", ema_decay=0.999, checkpoint_every=1000,
+                     validate_every=1000, log_every=50),
         "small": dict(architecture="small", steps=20000, batch_size=32, crop_size=256, learning_rate=2e-4,
                       warmup_steps=500, mixed_precision="bf16", ema_decay=0.999, checkpoint_every=2000,
                       validate_every=1000, log_every=50),
@@ -191,6 +205,9 @@ PRESETS: dict[str, dict[str, dict]] = {
     "v2t": {
         "tiny": dict(architecture="tiny", steps=1000, batch_size=32, crop_size=128, learning_rate=1e-3,
                      warmup_steps=50, ema_decay=0.995, checkpoint_every=250, validate_every=500, log_every=20),
+        "base": dict(architecture="base", steps=100000, batch_size=64, crop_size=256, learning_rate=3e-4,
+                     warmup_steps=200, mixed_precision="bf16", ema_decay=0.999, prediction_type="v_prediction",
+                     checkpoint_every=2000, validate_every=2000, log_every=50),
         "small": dict(architecture="small", steps=20000, batch_size=64, crop_size=256, learning_rate=2e-4,
                       warmup_steps=500, mixed_precision="bf16", ema_decay=0.9995, checkpoint_every=2000,
                       validate_every=2000, log_every=50),
@@ -201,6 +218,9 @@ PRESETS: dict[str, dict[str, dict]] = {
     "t2ir": {
         "tiny": dict(architecture="tiny", steps=1500, batch_size=16, image_size=(128, 160), learning_rate=5e-4,
                      warmup_steps=50, ema_decay=0.995, checkpoint_every=250, validate_every=500, log_every=20),
+        "base": dict(architecture="base", steps=100000, batch_size=32, image_size=(256, 320), learning_rate=3e-4,
+                     warmup_steps=200, mixed_precision="bf16", ema_decay=0.999, checkpoint_every=2000,
+                     validate_every=2000, log_every=50),
         "small": dict(architecture="small", steps=20000, batch_size=32, image_size=(256, 320), learning_rate=2e-4,
                       warmup_steps=500, mixed_precision="bf16", ema_decay=0.9995, checkpoint_every=2000,
                       validate_every=2000, log_every=50),

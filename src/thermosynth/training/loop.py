@@ -23,13 +23,14 @@ from accelerate import Accelerator
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
-from thermosynth.training.checkpoint import checkpoint_dirs, load_checkpoint, save_checkpoint
+from thermosynth.training.checkpoint import checkpoint_dirs, checkpoint_state, load_checkpoint, save_checkpoint
 from thermosynth.training.config import TrainConfig, load_config
 
 logger = logging.getLogger(__name__)
 
 # Fields that may change between a run and its resumption: a moved folder, training longer, or bookkeeping.
-RESUMABLE_CHANGES = {"output_dir", "steps", "checkpoint_every", "validate_every", "log_every", "keep_checkpoints"}
+RESUMABLE_CHANGES = {"output_dir", "steps", "time_budget", "checkpoint_every", "validate_every", "log_every",
+                     "keep_checkpoints"}
 
 
 @dataclass
@@ -48,12 +49,19 @@ def step_generator(seed: int, rank: int, step: int, micro: int = 0) -> torch.Gen
     return torch.Generator().manual_seed(value)
 
 
-def learning_rate_at(config: TrainConfig, step: int) -> float:
-    """Linear warm-up, then cosine decay to 10% of the peak."""
+def learning_rate_at(config: TrainConfig, step: int, elapsed_s: float = 0.0) -> float:
+    """Linear warm-up, then cosine decay to 10% of the peak over the run's progress: the fraction of `steps` done,
+    or of the time budget spent when that is further along (a budgeted run's length in steps is unknown)."""
     if step < config.warmup_steps:
         return config.learning_rate * (step + 1) / config.warmup_steps
     progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    if config.time_budget is not None:
+        progress = max(progress, elapsed_s / (60 * config.time_budget))
     return config.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def budget_spent(config: TrainConfig, elapsed_s: float) -> bool:
+    return config.time_budget is not None and elapsed_s >= 60 * config.time_budget
 
 
 def prepare_run_dir(config: TrainConfig) -> Path:
@@ -140,6 +148,15 @@ def _export(task: TrainingTask, model: torch.nn.Module, ema: EMAModel, run_dir: 
     return final
 
 
+def _agreed_elapsed(accelerator: Accelerator, elapsed: float) -> float:
+    """The main process's clock, so that every process stops a budgeted run at the same step."""
+    if accelerator.num_processes == 1:
+        return elapsed
+    from accelerate.utils import broadcast
+
+    return float(broadcast(torch.tensor([elapsed], device=accelerator.device)).item())
+
+
 def train_with(config: TrainConfig, build_task: Callable[[TrainConfig], TrainingTask]) -> Path:
     """Check the run folder first (cheap), then build the task (loads data) and train it."""
     prepare_run_dir(config)
@@ -158,13 +175,17 @@ def run_training(task: TrainingTask) -> Path:
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay,
                                   betas=(config.adam_beta1, 0.999))
 
-    start = 0
+    start, elapsed = 0, 0.0
     checkpoints = checkpoint_dirs(run_dir)
     if checkpoints:
         start = load_checkpoint(checkpoints[-1], model, ema, optimizer)
-        logger.info("resuming %s from step %d", run_dir, start)
-    if start >= config.steps:
+        elapsed = checkpoint_state(checkpoints[-1])["elapsed_s"]
+        logger.info("resuming %s from step %d (%.0f s trained)", run_dir, start, elapsed)
+    if start >= config.steps or budget_spent(config, elapsed):
         logger.info("%s already trained for %d steps", run_dir, start)
+        if budget_spent(config, elapsed):
+            config.steps = start
+            prepare_run_dir(config)
         export = run_dir / task.export_name
         return export if export.is_dir() else _export(task, model, ema, run_dir)
 
@@ -177,10 +198,11 @@ def run_training(task: TrainingTask) -> Path:
     )
     images_per_step = config.batch_size * config.gradient_accumulation_steps * accelerator.num_processes
     window_start, window_loss, window_steps = time.perf_counter(), 0.0, 0
+    clock_zero = time.perf_counter() - elapsed  # elapsed = now - clock_zero, continuing a resumed run's count
 
     for step in range(start, config.steps):
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate_at(config, step)
+            group["lr"] = learning_rate_at(config, step, elapsed)
         for micro in range(config.gradient_accumulation_steps):
             generator = step_generator(config.seed, accelerator.process_index, step, micro)
             batch = {k: v.to(accelerator.device) for k, v in task.draw_batch(generator).items()}
@@ -197,15 +219,22 @@ def run_training(task: TrainingTask) -> Path:
         window_loss += loss.item()
         window_steps += 1
         progress.update(1)
+        elapsed = _agreed_elapsed(accelerator, time.perf_counter() - clock_zero)
+        last = done == config.steps or budget_spent(config, elapsed)
+        if last and done < config.steps:  # the budget ended the run: record the steps it resolved to
+            logger.info("time budget of %.1f min spent after %d steps", config.time_budget, done)
+            config.steps = done
+            if accelerator.is_main_process:
+                prepare_run_dir(config)
 
-        if done % config.log_every == 0 or done == config.steps:
-            elapsed = time.perf_counter() - window_start
+        if done % config.log_every == 0 or last:
+            seconds = time.perf_counter() - window_start
             values = {"loss": window_loss / window_steps, "lr": optimizer.param_groups[0]["lr"],
-                      "images_per_s": images_per_step * window_steps / elapsed, **extras}
+                      "images_per_s": images_per_step * window_steps / seconds, "elapsed_s": elapsed, **extras}
             log.write(done, values)
             progress.set_postfix(loss=f"{values['loss']:.4f}")
             window_start, window_loss, window_steps = time.perf_counter(), 0.0, 0
-        if done % config.validate_every == 0 or done == config.steps:
+        if done % config.validate_every == 0 or last:
             if accelerator.is_main_process:
                 raw_model.eval()
                 grid = run_dir / "samples" / f"step-{done:07d}.png"
@@ -213,10 +242,12 @@ def run_training(task: TrainingTask) -> Path:
                 metrics = _with_ema_weights(raw_model, ema, lambda: task.validate(raw_model, grid))  # noqa: B023
                 log.write(done, {f"val/{k}": v for k, v in metrics.items()})
                 raw_model.train()
-        if done % config.checkpoint_every == 0 or done == config.steps:
+        if done % config.checkpoint_every == 0 or last:
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:
-                save_checkpoint(run_dir, done, raw_model, ema, optimizer.optimizer, config.keep_checkpoints)
+                save_checkpoint(run_dir, done, raw_model, ema, optimizer.optimizer, config.keep_checkpoints, elapsed)
+        if last:
+            break
     progress.close()
     log.close()
     accelerator.wait_for_everyone()
