@@ -83,3 +83,15 @@ def test_train_dry_run(capsys, tmp_path):
     assert config["task"] == "autoencoder" and config["architecture"] == "tiny"
     assert "9 pairs" in out and "5 thermal images" in out
     assert not (tmp_path / "run").exists()  # a dry run writes nothing
+
+
+def test_shipped_models_by_name(tmp_path, capsys):
+    """`--model` takes the shipped names; the model's recorded settings are the defaults (here steps overridden)."""
+    sample = SAMPLES / "roadscene" / "crop_LR_visible" / "FLIR_00018.jpg"
+    main(["translate", str(sample), "--model", "v2t-roadscene", "--out", str(tmp_path / "t"), "--steps", "1"])
+    with Image.open(sample) as visible, Image.open(tmp_path / "t" / "FLIR_00018.png") as thermal:
+        assert thermal.size == visible.size and thermal.mode == "L"
+    main(["generate", "two cars on a road", "--model", "t2ir-hituav", "-n", "1", "--steps", "1",
+          "--out", str(tmp_path / "g")])
+    with Image.open(tmp_path / "g" / "0000.png") as generated:
+        assert generated.size == (320, 256)

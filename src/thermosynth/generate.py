@@ -22,8 +22,9 @@ from thermosynth.render import PALETTES, colorize
 logger = logging.getLogger(__name__)
 
 
-def generate_images(model, prompt: str, out: Path, count: int = 4, seed: int = 0, num_inference_steps: int = 25,
-                    guidance_scale: float = 3.0, negative_prompt: str | None = None, scheduler: str = "ddim",
+def generate_images(model, prompt: str, out: Path, count: int = 4, seed: int = 0,
+                    num_inference_steps: int | None = None, guidance_scale: float | None = None,
+                    negative_prompt: str | None = None, scheduler: str = "ddim",
                     bit_depth: int = 8, palettes: tuple[str, ...] = (), device: str | None = None,
                     batch_size: int = 4) -> list[Path]:
     """Write `count` images for `prompt` into `out`; `model` is a pipeline folder, hub id or loaded pipeline."""

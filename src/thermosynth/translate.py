@@ -70,8 +70,8 @@ def translate_files(
     pipeline,
     inputs: list[Path],
     out_dir: Path,
-    num_inference_steps: int = 25,
-    guidance_scale: float = 1.0,
+    num_inference_steps: int | None = None,  # None: the model's recorded settings (see sampling_settings)
+    guidance_scale: float | None = None,
     seed: int = 0,
     batch_size: int = 4,
     bit_depth: int = 8,

@@ -31,8 +31,12 @@ def _saved_class_name(model: str) -> str:
 
 
 def load_pipeline(model: str):
-    """The translation pipeline (V2T or pix2pix) saved in a folder or hub repository, by the class its
-    model_index.json names."""
+    """The translation pipeline (V2T or pix2pix) shipped under a name (`v2t-roadscene`), or saved in a folder or hub
+    repository, by the class its model_index.json names."""
+    from thermosynth.pretrained import is_shipped, load_shipped, shipped_class_name
+
+    if is_shipped(model) and shipped_class_name(model) in PIPELINE_CLASSES:
+        return load_shipped(model)
     class_name = _saved_class_name(model)
     if class_name not in PIPELINE_CLASSES:
         raise ValueError(f"{model}: its model_index.json names {class_name!r}, not a thermosynth translation pipeline "
@@ -41,8 +45,12 @@ def load_pipeline(model: str):
 
 
 def load_text_pipeline(model: str) -> TextToThermalPipeline:
-    """The text-to-thermal pipeline saved in a folder or hub repository (a `thermosynth train t2ir` run's
-    'pipeline' folder)."""
+    """The text-to-thermal pipeline shipped under a name (`t2ir-hituav`), or saved in a folder or hub repository (a
+    `thermosynth train t2ir` run's 'pipeline' folder)."""
+    from thermosynth.pretrained import is_shipped, load_shipped, shipped_class_name
+
+    if is_shipped(model) and shipped_class_name(model) == TextToThermalPipeline.__name__:
+        return load_shipped(model)
     class_name = _saved_class_name(model)
     if class_name != TextToThermalPipeline.__name__:
         raise ValueError(f"{model}: its model_index.json names {class_name!r}, not a text-to-thermal pipeline; give "

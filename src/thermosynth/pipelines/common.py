@@ -21,6 +21,21 @@ class ThermalOutputMixin:
         return ThermalNormalization.from_dict(self.config.thermal_normalization)
 
 
+DEFAULT_INFERENCE_STEPS = 25
+
+
+def sampling_settings(pipeline, num_inference_steps: int | None, guidance_scale: float | None,
+                      default_guidance: float) -> tuple[int, float]:
+    """Steps and guidance for a call: as given, else as recorded with the model (its config's `sampling`, chosen on
+    validation data when it was made), else the defaults."""
+    recorded = getattr(pipeline.config, "sampling", None) or {}
+    if num_inference_steps is None:
+        num_inference_steps = recorded.get("num_inference_steps", DEFAULT_INFERENCE_STEPS)
+    if guidance_scale is None:
+        guidance_scale = recorded.get("guidance_scale", default_guidance)
+    return int(num_inference_steps), float(guidance_scale)
+
+
 def check_output_type(output_type: str) -> None:
     if output_type not in OUTPUT_TYPES:
         raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")

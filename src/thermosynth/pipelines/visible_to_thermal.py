@@ -13,6 +13,7 @@ from thermosynth.pipelines.common import (
     check_output_type,
     pad_to_multiple,
     postprocess,
+    sampling_settings,
     visible_batch,
 )
 
@@ -46,11 +47,12 @@ class VisibleToThermalPipeline(ThermalOutputMixin, DiffusionPipeline):
         unet: UNet2DModel,
         scheduler: DDIMScheduler | DPMSolverMultistepScheduler,
         thermal_normalization: dict | None = None,
+        sampling: dict | None = None,  # recommended num_inference_steps / guidance_scale (see sampling_settings)
     ):
         super().__init__()
         self.register_modules(vae=vae, unet=unet, scheduler=scheduler)
         normalization = ThermalNormalization.from_dict(thermal_normalization or ThermalNormalization().to_dict())
-        self.register_to_config(thermal_normalization=normalization.to_dict())
+        self.register_to_config(thermal_normalization=normalization.to_dict(), sampling=sampling)
 
     @property
     def size_multiple(self) -> int:
@@ -80,19 +82,21 @@ class VisibleToThermalPipeline(ThermalOutputMixin, DiffusionPipeline):
     def __call__(
         self,
         image,
-        num_inference_steps: int = 25,
-        guidance_scale: float = 1.0,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
     ):
-        """Translate `image` (one or a list of same-size visible images) to thermal.
+        """Translate `image` (one or a list of same-size visible images) to thermal. Steps and guidance default to
+        those recorded with the model, else 25 steps without guidance (1.0).
 
         output_type: "pil" (8-bit grayscale), "pil16" (16-bit grayscale: raw units of a 16-bit model, else the
         8-bit range stretched to 0..65535), "np" (float (B, H, W, 1) in [0, 1]) or "pt" ((B, 1, H, W) in [-1, 1]).
         """
         # 1. Check inputs.
         check_output_type(output_type)
+        num_inference_steps, guidance_scale = sampling_settings(self, num_inference_steps, guidance_scale, 1.0)
         if num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
         self._check_models()
