@@ -1,0 +1,388 @@
+"""The recipe of the shipped models (`v2t-roadscene`, `t2ir-hituav`), in three steps run on two machines.
+
+    # 1. here: a carried copy of the training data (resized), the text encoder in fp16, the diffusers wheel
+    python benchmarks/shipped/recipe.py prepare ../shared/data .shipped
+    # 2. on the GPU machine, started in the background (setsid): the whole recipe with time budgets, device-side
+    #    choices on validation pairs, test-set outputs, fp16 weights; results split into parts of at most 15 MiB
+    python benchmarks/shipped/recipe.py device .shipped/data .shipped/runs --text-encoder .shipped/minilm
+    # 3. here: reassemble the parts, install the weights into the package, evaluate on CPU, write RESULTS.md data
+    python benchmarks/shipped/recipe.py finish .shipped/parts ../shared/data benchmarks/shipped
+
+What the device step runs, all with `thermosynth train` and wall-clock budgets (`--time-budget`):
+- t = 0: the shared autoencoder (`base`) on RoadScene train (visible + thermal) and HIT-UAV train (thermal), and
+  beside it the pix2pix baseline on RoadScene train with the budget autoencoder + V2T UNet (same GPU, side by side).
+- after the autoencoder: side by side, V2T (`base`) twice (v-prediction on a zero-terminal-SNR schedule, and
+  epsilon), T2IR (`base`) with the thermal-mask loss and without it (lambda 0), each with the UNet budget.
+- choices on RoadScene's validation pairs (16 of the 176 train pairs, held out of training): V2T variant and
+  guidance scale by mean SSIM; never on the test split.
+- test outputs: V2T (chosen) and pix2pix on RoadScene test; T2IR on and off from HIT-UAV test captions.
+`--tiny` runs the same recipe with the `tiny` presets and short budgets, on CPU, to test the driver end to end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+logger = logging.getLogger("recipe")
+
+# RoadScene: 16 of the 176 official train pairs are held out for choices (every 11th, in the split file's order).
+VALIDATION_EVERY = 11
+# HIT-UAV frames are fitted to the T2IR base preset's (height, width) before they travel: 640x512 -> 320x256.
+T2IR_SIZE = (256, 320)
+INFERENCE_STEPS = 20
+GUIDANCE_CHOICES = (1.0, 1.5, 2.0, 3.0)
+T2IR_GUIDANCE = 3.0  # the pipeline's default, fixed in advance (no choice made for T2IR)
+PART_BYTES = 15 * 2**20
+
+
+# ----------------------------------------------------------------------------------------------------- prepare
+def _read_lines(path: Path) -> list[str]:
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def prepare(shared: Path, out: Path, limit: int | None) -> None:
+    """Write the carried copy: data/roadscene (full size, with a val split), data/hit-uav (train frames fitted to
+    320x256, scaled boxes, captions), data/t2ir-test-captions.jsonl, minilm/ (fp16), whl/ (diffusers)."""
+    from thermosynth.data.augment import fit_to_size
+    from thermosynth.data.captions import caption_hituav
+    from thermosynth.data.images import read_thermal
+
+    data = out / "data"
+    shutil.rmtree(data, ignore_errors=True)
+    road = data / "roadscene"
+    train = _read_lines(shared / "roadscene" / "splits" / "train.txt")
+    test = _read_lines(shared / "roadscene" / "splits" / "test.txt")
+    if limit:
+        train, test = train[: 2 * limit], test[:limit]
+    val = train[::VALIDATION_EVERY]
+    splits = {"train": [n for n in train if n not in val], "val": val, "test": test}
+    (road / "splits").mkdir(parents=True)
+    for name, names in splits.items():
+        (road / "splits" / f"{name}.txt").write_text("".join(n + "\n" for n in names))
+    for folder in ("cropinfrared", "crop_LR_visible"):
+        (road / folder).mkdir()
+        for source in (shared / "roadscene" / folder).iterdir():
+            if source.stem in train or source.stem in test:
+                shutil.copy2(source, road / folder / source.name)
+
+    hit = shared / "hit-uav"
+    target = data / "hit-uav"
+    (target / "JPEGImages").mkdir(parents=True)
+    (target / "Annotations").mkdir()
+    (target / "ImageSets" / "Main").mkdir(parents=True)
+    entries = {Path(e["file_name"]).stem: e for e in caption_hituav(hit, target / "JPEGImages")}
+    train_frames = _read_lines(hit / "ImageSets" / "Main" / "train.txt")[: limit and 4 * limit]
+    test_frames = _read_lines(hit / "ImageSets" / "Main" / "test.txt")[: limit and 2 * limit]
+    metadata = []
+    for stem in train_frames:
+        raw = read_thermal(hit / "JPEGImages" / f"{stem}.jpg")
+        fitted, (sx, sy, ox, oy) = fit_to_size(raw, T2IR_SIZE)
+        Image.fromarray(fitted).save(target / "JPEGImages" / f"{stem}.jpg", quality=90)
+        _scale_voc(hit / "Annotations" / f"{stem}.xml", target / "Annotations" / f"{stem}.xml", sx, sy, ox, oy,
+                   fitted.shape)
+        metadata.append({"file_name": f"{stem}.jpg", "text": entries[stem]["text"], "split": "train"})
+    (target / "ImageSets" / "Main" / "train.txt").write_text("".join(s + "\n" for s in train_frames))
+    (target / "JPEGImages" / "metadata.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metadata))
+    # The detailed caption (the first) of each test frame: what T2IR is asked to draw at evaluation.
+    (data / "t2ir-test-captions.jsonl").write_text(
+        "".join(json.dumps({"stem": s, "text": entries[s]["text"][0]}) + "\n" for s in test_frames))
+
+    encoder = out / "minilm"
+    if not encoder.is_dir():
+        _half_text_encoder(encoder)
+    print(f"prepared {out}: roadscene {', '.join(f'{k} {len(v)}' for k, v in splits.items())}; "
+          f"hit-uav train {len(train_frames)}, test captions {len(test_frames)}")
+
+
+def _scale_voc(source: Path, target: Path, sx: float, sy: float, ox: float, oy: float, shape) -> None:
+    tree = ET.parse(source)
+    for box in tree.getroot().iter("bndbox"):
+        for tag, scale, offset in (("xmin", sx, ox), ("xmax", sx, ox), ("ymin", sy, oy), ("ymax", sy, oy)):
+            node = box.find(tag)
+            node.text = str(round(float(node.text) * scale + offset))
+    size = tree.getroot().find("size")
+    if size is not None:
+        size.find("height").text, size.find("width").text = str(shape[0]), str(shape[1])
+    tree.write(target)
+
+
+def _half_text_encoder(folder: Path) -> None:
+    """The packaged all-MiniLM-L6-v2 in fp16 (44 MB instead of 88), with its tokenizer and sentence config."""
+    import torch
+
+    from thermosynth.models.text_encoders import _minilm_path
+
+    source = _minilm_path()
+    from transformers import AutoModel, AutoTokenizer
+
+    AutoModel.from_pretrained(source).to(torch.float16).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(source).save_pretrained(folder)
+    shutil.copy2(source / "sentence_bert_config.json", folder / "sentence_bert_config.json")
+
+
+# ------------------------------------------------------------------------------------------------------ device
+class Runs:
+    """`thermosynth train` processes started side by side, each logging to logs/<name>.log."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        (root / "logs").mkdir(parents=True, exist_ok=True)
+        self.running: dict[str, tuple[subprocess.Popen, float]] = {}
+        self.seconds: dict[str, float] = {}
+        self.failed: list[str] = []
+
+    def start(self, name: str, *args: str) -> None:
+        command = [sys.executable, "-m", "thermosynth.cli", "train", *args, "--out", str(self.root / name)]
+        logger.info("start %s: thermosynth train %s", name, " ".join(args))
+        log = (self.root / "logs" / f"{name}.log").open("a")
+        env = {**os.environ, "OMP_NUM_THREADS": "3"}  # five processes share the machine's cores
+        self.running[name] = (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env), time.time())
+
+    def wait(self, *names: str) -> None:
+        for name in names:
+            process, started = self.running.pop(name)
+            returncode = process.wait()
+            self.seconds[name] = time.time() - started
+            if returncode != 0:  # keep going: the other runs' results are still worth bringing back
+                logger.error("%s failed (exit %d); see logs/%s.log", name, process.returncode, name)
+                self.failed.append(name)
+            logger.info("done %s in %.0f s", name, self.seconds[name])
+
+
+def device(data: Path, root: Path, text_encoder: Path, ae_minutes: float, unet_minutes: float, tiny: bool) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    road, hit = data / "roadscene", data / "hit-uav"
+    preset = "tiny" if tiny else "base"
+    runs = Runs(root)
+    ae_data = ["--data", str(road), "--data", str(hit), "--split", "train"]
+    runs.start("autoencoder", "autoencoder", *ae_data, "--preset", preset, "--time-budget", str(ae_minutes))
+    runs.start("pix2pix", "pix2pix", "--data", str(road), "--split", "train", "--preset",
+               "tiny" if tiny else "small", "--time-budget", str(ae_minutes + unet_minutes))
+    runs.wait("autoencoder")
+    autoencoder = str(root / "autoencoder" / "autoencoder")
+    while not (text_encoder / "config.json").is_file():  # carried by a later call
+        logger.info("waiting for the text encoder at %s", text_encoder)
+        time.sleep(5)
+    unet = ["--preset", preset, "--time-budget", str(unet_minutes), "--autoencoder", autoencoder]
+    for name, prediction in (("v2t-v", "v_prediction"), ("v2t-eps", "epsilon")):
+        runs.start(name, "v2t", "--data", str(road), "--split", "train", *unet, "--prediction-type", prediction)
+    for name, extra in (("t2ir-mask-on", ["--mask-in-boxes"]), ("t2ir-mask-off", ["--mask-loss-weight", "0"])):
+        runs.start(name, "t2ir", "--data", str(hit), "--split", "train", *unet, "--text-encoder", str(text_encoder),
+                   *extra)
+    runs.wait("v2t-v", "v2t-eps", "t2ir-mask-on", "t2ir-mask-off", "pix2pix")
+
+    results = root / "results"
+    shutil.rmtree(results, ignore_errors=True)
+    results.mkdir()
+    choice = {}
+    for step in (lambda: choice.update(choose_v2t(road, root, results / "choice")),
+                 lambda: translate_tests(road, root, results, choice),
+                 lambda: generate_t2ir(data / "t2ir-test-captions.jsonl", root, results),
+                 lambda: package(root, results / "pretrained", choice)):
+        try:
+            step()
+        except Exception:  # bring back whatever else there is, with the traceback in driver.log
+            logger.exception("step failed")
+    for name in ("autoencoder", "pix2pix", "v2t-v", "v2t-eps", "t2ir-mask-on", "t2ir-mask-off"):
+        run = results / "runs" / name
+        run.mkdir(parents=True)
+        for item in ("config.json", "metrics.jsonl"):
+            if (root / name / item).is_file():
+                shutil.copy2(root / name / item, run / item)
+        grids = sorted((root / name / "samples").glob("*.png"))
+        if grids:
+            shutil.copy2(grids[-1], run / "last-validation-grid.png")
+    shutil.copytree(root / "logs", results / "logs")
+    (results / "device.json").write_text(json.dumps({
+        "seconds": runs.seconds, "failed": runs.failed, "total_seconds": time.time() - started, "choice": choice,
+        "ae_minutes": ae_minutes, "unet_minutes": unet_minutes, "machine": _machine(),
+    }, indent=2))
+    split_into_parts(results, root / "parts")
+    (root / "DONE").write_text("ok\n")
+    logger.info("all done in %.0f s", time.time() - started)
+
+
+def _machine() -> dict:
+    import platform
+
+    import torch
+
+    return {"platform": platform.platform(), "torch": torch.__version__,
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+
+
+def _device_pipeline(folder: Path):
+    import torch
+
+    from thermosynth.pipelines import load_pipeline
+
+    pipeline = load_pipeline(str(folder))  # fp32 everywhere: the same arithmetic as the CPU evaluation
+    pipeline.to("cuda" if torch.cuda.is_available() else "cpu")
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+def _mean_scores(road: Path, split: str, folder: Path) -> dict[str, float]:
+    from thermosynth.data.sources import load_pairs
+    from thermosynth.evaluation.paired import paired_metrics
+
+    scores = [paired_metrics(np.asarray(Image.open(folder / f"{p.visible.stem}.png").convert("L")),
+                             np.asarray(Image.open(p.thermal).convert("L"))) for p in load_pairs(road, split)]
+    return {k: float(np.mean([s[k] for s in scores])) for k in scores[0]}
+
+
+def choose_v2t(road: Path, root: Path, out: Path) -> dict:
+    """V2T variant and guidance scale by mean SSIM on the validation pairs (PSNR breaks ties)."""
+    from thermosynth.data.sources import load_pairs
+    from thermosynth.translate import translate_files
+
+    visible = [p.visible for p in load_pairs(road, "val")]
+    table = []
+    for variant in ("v2t-v", "v2t-eps"):
+        pipeline = _device_pipeline(root / variant / "pipeline")
+        for guidance in GUIDANCE_CHOICES:
+            folder = out / f"{variant}-g{guidance}"
+            translate_files(pipeline, visible, folder, num_inference_steps=INFERENCE_STEPS, guidance_scale=guidance,
+                            batch_size=8)
+            table.append({"variant": variant, "guidance": guidance, **_mean_scores(road, "val", folder)})
+            logger.info("val %s", table[-1])
+    pipeline = _device_pipeline(root / "pix2pix" / "pipeline")
+    translate_files(pipeline, visible, out / "pix2pix", batch_size=8)
+    table.append({"variant": "pix2pix", "guidance": None, **_mean_scores(road, "val", out / "pix2pix")})
+    best = max((row for row in table if row["variant"] != "pix2pix"), key=lambda r: (r["ssim"], r["psnr"]))
+    (out / "table.json").write_text(json.dumps(table, indent=2))
+    for folder in out.iterdir():  # the images behind the table stay on the device: only the table travels
+        if folder.is_dir():
+            shutil.rmtree(folder)
+    return {"variant": best["variant"], "guidance": best["guidance"], "steps": INFERENCE_STEPS, "val": table}
+
+
+def translate_tests(road: Path, root: Path, results: Path, choice: dict) -> None:
+    from thermosynth.data.sources import load_pairs
+    from thermosynth.translate import translate_files
+
+    visible = [p.visible for p in load_pairs(road, "test")]
+    translate_files(_device_pipeline(root / choice["variant"] / "pipeline"), visible, results / "test-v2t",
+                    num_inference_steps=INFERENCE_STEPS, guidance_scale=choice["guidance"], batch_size=8)
+    translate_files(_device_pipeline(root / "pix2pix" / "pipeline"), visible, results / "test-pix2pix", batch_size=8)
+
+
+def generate_t2ir(captions_file: Path, root: Path, results: Path, batch: int = 32) -> None:
+    """One image per test caption and model: DDIM 20 steps, guidance 3, noise seeded by the caption's index."""
+    import torch
+
+    from thermosynth.pipelines import load_text_pipeline
+
+    captions = [json.loads(line) for line in captions_file.read_text().splitlines()]
+    device_name = "cuda" if torch.cuda.is_available() else "cpu"
+    for name in ("t2ir-mask-on", "t2ir-mask-off"):
+        pipeline = load_text_pipeline(str(root / name / "pipeline")).to(device_name)
+        pipeline.set_progress_bar_config(disable=True)
+        out = results / f"test-{name}"
+        out.mkdir(parents=True)
+        for start in range(0, len(captions), batch):
+            chunk = captions[start : start + batch]
+            generators = [torch.Generator().manual_seed(start + i) for i in range(len(chunk))]
+            images = pipeline([c["text"] for c in chunk], num_inference_steps=INFERENCE_STEPS,
+                              guidance_scale=T2IR_GUIDANCE, generator=generators).images
+            for caption, image in zip(chunk, images, strict=True):
+                image.save(out / f"{caption['stem']}.png")
+
+
+def package(root: Path, out: Path, choice: dict) -> None:
+    """fp16 safetensors in shards of at most 15 MB: one shared autoencoder, and each model without its autoencoder
+    (and T2IR without its text encoder: the packaged MiniLM is loaded in its place)."""
+    import torch
+
+    from thermosynth.pipelines import load_pipeline, load_text_pipeline
+
+    for name, pipeline, guidance in (
+        ("v2t-roadscene", load_pipeline(str(root / choice["variant"] / "pipeline")), choice["guidance"]),
+        ("t2ir-hituav", load_text_pipeline(str(root / "t2ir-mask-on" / "pipeline")), T2IR_GUIDANCE),
+    ):
+        # the settings its evaluation used become the model's defaults (sampling_settings)
+        pipeline.register_to_config(sampling={"num_inference_steps": INFERENCE_STEPS, "guidance_scale": guidance})
+        pipeline.to(torch.float16)
+        pipeline.save_pretrained(out / name, max_shard_size="15MB")
+        if not (out / "autoencoder").is_dir():
+            shutil.move(out / name / "vae", out / "autoencoder")
+            shutil.copy2(root / "autoencoder" / "autoencoder" / "thermosynth.json", out / "autoencoder")
+        for component in ("vae", "text_encoder", "tokenizer"):
+            shutil.rmtree(out / name / component, ignore_errors=True)
+
+
+def split_into_parts(folder: Path, parts: Path) -> None:
+    """One tar of the results, cut into numbered parts of at most 15 MiB (the size a device call returns)."""
+    shutil.rmtree(parts, ignore_errors=True)
+    parts.mkdir(parents=True)
+    archive = parts.parent / "results.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(folder, arcname="results")
+    with archive.open("rb") as f:
+        index = 0
+        while chunk := f.read(PART_BYTES):
+            (parts / f"part-{index:03d}").write_bytes(chunk)
+            index += 1
+    archive.unlink()
+    logger.info("results in %d parts under %s", index, parts)
+
+
+# ------------------------------------------------------------------------------------------------------ finish
+def finish(parts: Path, out: Path) -> None:
+    """Reassemble the parts into out/device-results/ and install the weights into the package."""
+    archive = out / "results.tar"
+    with archive.open("wb") as f:
+        for part in sorted(parts.glob("part-*")):
+            f.write(part.read_bytes())
+    target = out / "device-results"
+    shutil.rmtree(target, ignore_errors=True)
+    with tarfile.open(archive) as tar:
+        tar.extractall(out, filter="data")
+    archive.unlink()
+    os.replace(out / "results", target)
+    print(f"results unpacked into {target}")
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    steps = parser.add_subparsers(dest="step", required=True)
+    p = steps.add_parser("prepare")
+    p.add_argument("shared", type=Path, help="../shared/data")
+    p.add_argument("out", type=Path)
+    p.add_argument("--limit", type=int, help="a few images of each kind (the CPU test of the driver)")
+    d = steps.add_parser("device")
+    d.add_argument("data", type=Path)
+    d.add_argument("runs", type=Path)
+    d.add_argument("--text-encoder", type=Path, required=True)
+    d.add_argument("--ae-minutes", type=float, default=3.0)
+    d.add_argument("--unet-minutes", type=float, default=6.5)
+    d.add_argument("--tiny", action="store_true", help="tiny presets: the CPU test of the driver")
+    f = steps.add_parser("finish")
+    f.add_argument("parts", type=Path)
+    f.add_argument("out", type=Path)
+    args = parser.parse_args()
+    if args.step == "prepare":
+        prepare(args.shared, args.out, args.limit)
+    elif args.step == "device":
+        device(args.data, args.runs, args.text_encoder, args.ae_minutes, args.unet_minutes, args.tiny)
+    else:
+        finish(args.parts, args.out)
+
+
+if __name__ == "__main__":
+    main()
