@@ -95,3 +95,18 @@ def test_shipped_models_by_name(tmp_path, capsys):
           "--out", str(tmp_path / "g")])
     with Image.open(tmp_path / "g" / "0000.png") as generated:
         assert generated.size == (320, 256)
+
+
+@pytest.mark.parametrize("bad", [["--batch-size", "0"], ["--steps", "0"], ["--out", "FILE"]])
+def test_bad_arguments_are_refused_before_loading(visible_folder, tmp_path, capsys, bad):
+    """A zero batch size or step count, or an output 'folder' that is a file, stops at argument parsing with a plain
+    message (the model named here does not exist: it is never reached)."""
+    (tmp_path / "FILE").write_text("not a folder")
+    arguments = {"--out": str(tmp_path / "out"), "--batch-size": "1", "--steps": "1"}
+    arguments[bad[0]] = str(tmp_path / "FILE") if bad[1] == "FILE" else bad[1]
+    with pytest.raises(SystemExit) as stop:
+        main(["translate", str(visible_folder), "--model", str(tmp_path / "no-model"),
+              *[item for pair in arguments.items() for item in pair]])
+    assert stop.value.code == 2
+    message = capsys.readouterr().err
+    assert ("is a file, not a folder" in message) if bad[1] == "FILE" else ("must be at least 1, got 0" in message)

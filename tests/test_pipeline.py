@@ -48,11 +48,34 @@ def test_batch_and_single_calls_agree(tiny_pipeline):
     np.testing.assert_allclose(together[1], alone[0], atol=1e-5)
 
 
-def test_guidance_changes_the_result(tiny_pipeline):
+def test_guidance_combines_conditional_and_unconditional_predictions(tiny_pipeline, monkeypatch):
+    """Each step's prediction is uncond + s (cond - uncond), computed here by hand from the UNet's two halves; the
+    unconditional half is the one whose visible latent is zero."""
     visible, _ = scene(32, 32, 2)
-    plain = run(tiny_pipeline, visible, output_type="np")
-    guided = run(tiny_pipeline, visible, output_type="np", guidance_scale=3.0)
-    assert np.abs(plain - guided).max() > 1e-4
+    unet_calls, stepped = [], []
+    hook = tiny_pipeline.unet.register_forward_hook(
+        lambda module, args, out: unet_calls.append((args[0][:, 4:].clone(), out.sample.clone())))
+    step = tiny_pipeline.scheduler.step
+    monkeypatch.setattr(tiny_pipeline.scheduler, "step",
+                        lambda output, *a, **k: stepped.append(output.clone()) or step(output, *a, **k))
+    try:
+        run(tiny_pipeline, visible, output_type="np", guidance_scale=3.0)
+    finally:
+        hook.remove()
+    assert len(unet_calls) == len(stepped) == 2
+    for (condition, prediction), used in zip(unet_calls, stepped, strict=True):
+        cond, uncond = prediction.chunk(2)
+        assert torch.count_nonzero(condition[1]) == 0 and torch.count_nonzero(condition[0]) > 0
+        torch.testing.assert_close(used, uncond + 3.0 * (cond - uncond))
+
+
+@pytest.mark.parametrize("scale", [0.0, 0.5])
+def test_guidance_at_most_one_is_the_conditional_model(tiny_pipeline, scale):
+    """diffusers' convention: guidance <= 1 runs the conditional prediction alone (0 used to give the unconditional
+    model, which ignores the input image)."""
+    visible, _ = scene(32, 32, 2)
+    plain = run(tiny_pipeline, visible, output_type="np", guidance_scale=1.0)
+    np.testing.assert_array_equal(run(tiny_pipeline, visible, output_type="np", guidance_scale=scale), plain)
 
 
 def test_dpm_solver(tiny_pipeline):

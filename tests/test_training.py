@@ -9,8 +9,8 @@ from safetensors.torch import load_file
 from thermosynth.pipelines import VisibleToThermalPipeline
 from thermosynth.training import DataConfig, make_config, train
 from thermosynth.training.checkpoint import checkpoint_dirs, checkpoint_state
-from thermosynth.training.loop import learning_rate_at
-from thermosynth.training.v2t import compute_loss, noise_schedule
+from thermosynth.training.loop import learning_rate_at, run_training
+from thermosynth.training.v2t import build_task, compute_loss, noise_schedule
 
 from conftest import scene, write_pairs
 
@@ -168,3 +168,22 @@ def test_v_prediction_loss_targets_the_velocity(tiny_pipeline):
     loss_eps, _ = compute_loss(Oracle(), batch, noise_schedule(), torch.Generator().manual_seed(5), 0.0)
     assert loss_eps.item() > 0.1
 
+
+
+def test_non_finite_loss_stops_with_the_step_and_exports_nothing(trained, tmp_path):
+    config = make_config("v2t", "tiny", output_dir=str(tmp_path / "nan"), data=trained["v2t_config"].data,
+                         autoencoder=trained["v2t_config"].autoencoder, **V2T_FAST)
+    task = build_task(config)
+    calls = []
+    compute = task.compute_loss
+
+    def loss_that_breaks(model, batch, generator):
+        calls.append(1)
+        loss, extras = compute(model, batch, generator)
+        return (loss * float("nan") if len(calls) >= 3 else loss), extras
+
+    task.compute_loss = loss_that_breaks
+    with pytest.raises(FloatingPointError, match=r"at step 3; .*resumes from step-0000002"):
+        run_training(task)
+    assert [p.name for p in checkpoint_dirs(tmp_path / "nan")] == ["step-0000002"]
+    assert not (tmp_path / "nan" / "pipeline").exists()

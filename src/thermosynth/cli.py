@@ -9,19 +9,43 @@ import os
 import sys
 from pathlib import Path
 
+STEPS_HELP = "sampling steps (default: the model's recorded setting, or 25)"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _output_folder(text: str) -> str:
+    """An output folder that exists or can be made, checked before any model or data is loaded."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file, not a folder; give a folder to write into")
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"{text}: cannot write into {existing}; choose a folder you can write to")
+    return text
+
 
 def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", action="append", required=True, metavar="PATH",
                         help="data set folder or .jsonl manifest (repeat for several)")
-    parser.add_argument("--out", required=True, help="run folder; re-run the same command to resume")
+    parser.add_argument("--out", required=True, type=_output_folder,
+                        help="run folder; re-run the same command to resume")
     parser.add_argument("--preset", default="tiny",
                         help="tiny (CPU minutes), base (the shipped models' recipe: one GPU, with --time-budget), "
                         "small, sd15 (big GPUs)")
     parser.add_argument("--split", default="train", help="split to train on where the layout has splits")
-    parser.add_argument("--steps", type=int, help="optimizer steps (default: the preset's)")
+    parser.add_argument("--steps", type=_positive_int, help="optimizer steps (default: the preset's)")
     parser.add_argument("--time-budget", type=float, metavar="MINUTES",
                         help="train for this many wall-clock minutes (--steps becomes an upper bound), then export")
-    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--batch-size", type=_positive_int)
     parser.add_argument("--lr", type=float, dest="learning_rate")
     parser.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"))
     parser.add_argument("--seed", type=int)
@@ -210,14 +234,15 @@ def build_parser() -> argparse.ArgumentParser:
     translate = commands.add_parser("translate", help="visible images to thermal with a trained V2T or pix2pix model")
     translate.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders, or paired data sets")
     translate.add_argument("--model", required=True, help="pipeline folder (<run>/pipeline) or hub id")
-    translate.add_argument("--out", required=True, help="output folder; existing outputs are skipped")
+    translate.add_argument("--out", required=True, type=_output_folder,
+                           help="output folder; existing outputs are skipped")
     translate.add_argument("--split", default="test", help="split of a paired data set input (default: test)")
-    translate.add_argument("--steps", type=int, help="sampling steps (default: the model's recorded setting, or 25)")
+    translate.add_argument("--steps", type=_positive_int, help=STEPS_HELP)
     translate.add_argument("--guidance", type=float,
                            help="classifier-free guidance scale, 1: off (default: the model's recorded setting, or 1)")
     translate.add_argument("--scheduler", default="ddim", choices=("ddim", "dpm++"))
     translate.add_argument("--seed", type=int, default=0)
-    translate.add_argument("--batch-size", type=int, default=4)
+    translate.add_argument("--batch-size", type=_positive_int, default=4)
     translate.add_argument("--bit-depth", type=int, default=8, choices=(8, 16))
     translate.add_argument("--palette", action="append", default=[], choices=("white-hot", "black-hot", "ironbow"),
                            help="also write a false-colour rendering into OUT/<palette>/ (repeatable)")
@@ -231,13 +256,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default="test")
     evaluate.add_argument("--model", help="pipeline folder: generate what is missing into OUT/generated, then score")
     evaluate.add_argument("--generated", help="folder of generated thermal PNGs named like the visible images")
-    evaluate.add_argument("--out", required=True, help="report folder")
-    evaluate.add_argument("--steps", type=int, help="sampling steps (default: the model's recorded setting, or 25)")
+    evaluate.add_argument("--out", required=True, type=_output_folder, help="report folder")
+    evaluate.add_argument("--steps", type=_positive_int, help=STEPS_HELP)
     evaluate.add_argument("--guidance", type=float,
                           help="guidance scale (default: the model's recorded setting, or 1)")
     evaluate.add_argument("--scheduler", default="ddim", choices=("ddim", "dpm++"))
     evaluate.add_argument("--seed", type=int, default=0)
-    evaluate.add_argument("--batch-size", type=int, default=4)
+    evaluate.add_argument("--batch-size", type=_positive_int, default=4)
     evaluate.add_argument("--device")
     evaluate.add_argument("--skip-bad", action="store_true")
     evaluate.add_argument("--inception-weights", metavar="PATH",
@@ -246,17 +271,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     caption = commands.add_parser("caption", help="write metadata.jsonl captions for text-to-infrared training")
     caption.add_argument("data", help="HIT-UAV or LLVIP root (captions from annotations), or any image folder (--vlm)")
-    caption.add_argument("--out", help="folder for metadata.jsonl (default: beside the images)")
+    caption.add_argument("--out", type=_output_folder, help="folder for metadata.jsonl (default: beside the images)")
     caption.add_argument("--vlm", help="caption with this image-to-text model (folder or hub id) instead")
     caption.add_argument("--vlm-prompt", help="question for chat-style VLMs (default: describe the image)")
-    caption.add_argument("--batch-size", type=int, default=8)
+    caption.add_argument("--batch-size", type=_positive_int, default=8)
     caption.add_argument("--device")
     caption.add_argument("--skip-bad", action="store_true")
     caption.set_defaults(func=cmd_caption)
 
     masks = commands.add_parser("masks", help="write the thermal-mask loss's hot-region masks as PNG for inspection")
     masks.add_argument("inputs", nargs="+", metavar="INPUT", help="thermal images, folders, or a HIT-UAV root")
-    masks.add_argument("--out", required=True)
+    masks.add_argument("--out", required=True, type=_output_folder)
     masks.add_argument("--split", help="split of a HIT-UAV root (default: all images)")
     masks.add_argument("--method", default="otsu", choices=("otsu", "percentile"))
     masks.add_argument("--percentile", type=float, default=90.0)
@@ -268,10 +293,10 @@ def build_parser() -> argparse.ArgumentParser:
     generate = commands.add_parser("generate", help="thermal images from a text prompt with a trained T2IR model")
     generate.add_argument("prompt")
     generate.add_argument("--model", required=True, help="pipeline folder (<run>/pipeline) or hub id")
-    generate.add_argument("-n", type=int, default=4, help="how many images")
-    generate.add_argument("--out", required=True)
+    generate.add_argument("-n", type=_positive_int, default=4, help="how many images")
+    generate.add_argument("--out", required=True, type=_output_folder)
     generate.add_argument("--seed", type=int, default=0)
-    generate.add_argument("--steps", type=int, help="sampling steps (default: the model's recorded setting, or 25)")
+    generate.add_argument("--steps", type=_positive_int, help=STEPS_HELP)
     generate.add_argument("--guidance", type=float,
                           help="guidance scale (default: the model's recorded setting, or 3)")
     generate.add_argument("--negative-prompt")
@@ -282,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.set_defaults(func=cmd_generate)
 
     demo = commands.add_parser("demo", help="train tiny models on the bundled samples and translate (CPU minutes)")
-    demo.add_argument("--out", default="thermosynth-demo")
+    demo.add_argument("--out", default="thermosynth-demo", type=_output_folder)
     demo.add_argument("--ae-steps", type=int, default=250)
     demo.add_argument("--v2t-steps", type=int, default=500)
     demo.set_defaults(func=cmd_demo)
@@ -300,7 +325,7 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         args.func(args)
-    except (DataError, ValueError, MetricUnavailable) as error:
+    except (DataError, ValueError, FloatingPointError, MetricUnavailable) as error:
         if args.verbose:
             raise
         print(f"error: {error}", file=sys.stderr)

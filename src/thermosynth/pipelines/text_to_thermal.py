@@ -79,7 +79,7 @@ class TextToThermalPipeline(ThermalOutputMixin, DiffusionPipeline):
         batch = len(prompts)
 
         # 2. Encode the prompts (and the negative prompts for guidance).
-        do_guidance = guidance_scale != 1.0
+        do_guidance = guidance_scale > 1.0  # diffusers convention: <= 1 is the conditional prediction alone
         texts = prompts
         if do_guidance:
             negatives = negative_prompt if negative_prompt is not None else ""

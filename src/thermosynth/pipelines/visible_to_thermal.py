@@ -108,7 +108,7 @@ class VisibleToThermalPipeline(ThermalOutputMixin, DiffusionPipeline):
 
         # 3. Encode the condition.
         condition = self.encode(visible).to(self.unet.dtype)  # (B, 4, h, w)
-        do_guidance = guidance_scale != 1.0
+        do_guidance = guidance_scale > 1.0  # diffusers convention: <= 1 is the conditional prediction alone
         if do_guidance:
             condition = torch.cat([condition, torch.zeros_like(condition)])
 

@@ -214,9 +214,17 @@ def run_training(task: TrainingTask) -> Path:
                     accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-        ema.step(raw_model.parameters())
         done = step + 1
-        window_loss += loss.item()
+        value = loss.item()
+        if not math.isfinite(value):  # stop before the EMA, a checkpoint or an export takes the broken weights in
+            kept = checkpoint_dirs(run_dir)
+            raise FloatingPointError(
+                f"{run_dir}: the loss became {value} at step {done}; nothing was saved from this step on. Try a lower "
+                "--lr, --mixed-precision no, or check the data for broken images. Re-running resumes from "
+                f"{kept[-1].name if kept else 'the start'}."
+            )
+        ema.step(raw_model.parameters())
+        window_loss += value
         window_steps += 1
         progress.update(1)
         elapsed = _agreed_elapsed(accelerator, time.perf_counter() - clock_zero)
