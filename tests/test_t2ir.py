@@ -115,6 +115,29 @@ def test_mask_term_only_for_timesteps_up_to_t_max():
     assert np.isnan(extras["mask_l1"]) and loss.item() == pytest.approx(extras["eps_mse"])
 
 
+def test_mask_term_weighs_each_sample_by_the_batch_not_by_the_selection():
+    """Replayed by hand: with 2 of 4 samples under t_max, the term is the sum of their per-sample means over 4."""
+    vae, unet = _tiny_models()
+    scheduler, batch = noise_schedule(), _batch()
+    g = torch.Generator().manual_seed(7)
+    noise = torch.randn(batch["latent"].shape, generator=g)
+    t = torch.randint(0, 1000, (4,), generator=g)
+    t_max = int(t.sort().values[1])  # selects exactly the two smallest timesteps
+    loss, extras = compute_loss(unet, vae, batch, scheduler, torch.Generator().manual_seed(7), 1.0, t_max)
+    noisy = scheduler.add_noise(batch["latent"], noise, t)
+    eps = unet(noisy, t, encoder_hidden_states=batch["text_states"], encoder_attention_mask=batch["text_mask"]).sample
+    terms = []
+    for i in (t <= t_max).nonzero().flatten().tolist():
+        abar = scheduler.alphas_cumprod[t[i]]
+        z0 = (noisy[i : i + 1] - (1 - abar).sqrt() * eps[i : i + 1]) / abar.sqrt()
+        x0_hat = vae.decode(z0 / vae.config.scaling_factor).sample.mean(dim=1, keepdim=True)
+        terms.append(((batch["thermal"][i : i + 1] - x0_hat).abs() * batch["weights"][i : i + 1]).mean())
+    assert len(terms) == 2
+    expected = F.mse_loss(eps, noise) + sum(terms) / 4
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert extras["mask_l1"] == pytest.approx((sum(terms) / 2).item(), rel=1e-5)
+
+
 def test_default_text_encoder_is_offline_minilm():
     tokenizer, model = load_text_encoder()
     assert model.config.hidden_size == 384 and tokenizer.model_max_length == 256

@@ -82,8 +82,10 @@ def compute_loss(
     z0 = predicted_x0_latent(noisy[selected], eps[selected], timesteps[selected], scheduler)
     decoded = vae.decode(z0.to(vae.dtype) / vae.config.scaling_factor).sample  # gradient flows through D
     x0_hat = decoded.float().mean(dim=1, keepdim=True)  # the thermal channel, as the pipelines read it
-    mask_term = ((batch["thermal"][selected] - x0_hat).abs() * batch["weights"][selected]).mean()
-    return eps_loss + mask_loss_weight * mask_term, {**extras, "mask_l1": mask_term.item()}
+    per_sample = ((batch["thermal"][selected] - x0_hat).abs() * batch["weights"][selected]).mean(dim=(1, 2, 3))
+    # Divided by the whole batch, so a sample's weight does not depend on how many others fall under t_max.
+    mask_term = per_sample.sum() / size
+    return eps_loss + mask_loss_weight * mask_term, {**extras, "mask_l1": per_sample.mean().item()}
 
 
 @dataclass
