@@ -2,7 +2,9 @@ import json
 import os
 import shutil
 
+import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from thermosynth.cli import main
@@ -59,6 +61,33 @@ def test_real_images_score_perfectly(tmp_path):
     assert metrics["ssim"] == pytest.approx(1.0) and metrics["mae"] == 0.0
     assert metrics["hot_iou"] == pytest.approx(1.0) and metrics["intensity_w1"] == pytest.approx(0.0)
     assert abs(metrics["fd_efficientnet-lite0"]) < 1e-2
+
+
+def test_trivial_predictors_are_scored_beside_the_model(tmp_path):
+    """Scored as if they were the generated images: the visible image in grayscale, its inverse, and a flat image
+    at each real image's mean must give exactly the report's trivial-predictor numbers."""
+    from thermosynth.data.images import read_visible
+    from thermosynth.evaluation.report import trivial_predictions
+
+    predictors = {}
+    for name in ("visible_gray", "visible_gray_inverted", "flat_real_mean"):
+        folder = tmp_path / name
+        folder.mkdir()
+        for stem in TEST_STEMS:
+            real = np.asarray(Image.open(ROADSCENE / "cropinfrared" / f"{stem}.jpg").convert("L"))
+            real_t = torch.from_numpy(real.astype(np.float64))[None, None] / 127.5 - 1
+            visible = read_visible(ROADSCENE / "crop_LR_visible" / f"{stem}.jpg")
+            prediction = trivial_predictions(visible, real_t)[name][0, 0]
+            Image.fromarray(((prediction + 1) * 127.5).round().clamp(0, 255).numpy().astype(np.uint8)).save(
+                folder / f"{stem}.png")
+        evaluate("--generated", folder, "--out", tmp_path / f"report-{name}")
+        predictors[name] = json.loads((tmp_path / f"report-{name}" / "report.json").read_text())["metrics"]
+    report = json.loads((tmp_path / "report-visible_gray" / "report.json").read_text())
+    for name, metrics in report["trivial_predictors"].items():
+        for key in ("ssim", "psnr", "mae"):
+            assert metrics[key] == pytest.approx(predictors[name][key], abs=1e-3 if key == "psnr" else 5e-3), name
+    assert report["metrics"]["ssim"] == pytest.approx(report["trivial_predictors"]["visible_gray"]["ssim"], abs=5e-3)
+    assert "visible_gray_inverted" in (tmp_path / "report-visible_gray" / "report.md").read_text()
 
 
 def test_missing_generated_image_is_named(tmp_path, capsys):

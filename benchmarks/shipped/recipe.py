@@ -17,6 +17,10 @@ What the device step runs, all with `thermosynth train` and wall-clock budgets (
   guidance scale by mean SSIM; never on the test split.
 - test outputs: V2T (chosen) and pix2pix on RoadScene test; T2IR on and off from HIT-UAV test captions.
 `--tiny` runs the same recipe with the `tiny` presets and short budgets, on CPU, to test the driver end to end.
+
+The checkout travels to the device with every call (at most 64 MiB) and the shipped weights in
+src/thermosynth/pretrained are 102 MB: move them out of the checkout for the lease and back afterwards
+(`mv src/thermosynth/pretrained /tmp/pretrained-kept`, ..., `mv /tmp/pretrained-kept src/thermosynth/pretrained`).
 """
 
 from __future__ import annotations

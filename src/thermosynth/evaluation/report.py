@@ -3,9 +3,10 @@
 Generates what is missing (resumable, through `translate_files`), then computes, on the thermal channel:
 paired SSIM / PSNR / MAE at the native size, hot-region IoU and intensity W1, and the Fréchet distance and KID on
 EfficientNet-Lite0 features; FID (Inception-v3) and LPIPS when their weights are present (optional.py).
-Writes ``report.json``, ``report.md``, ``grid.png`` (visible | real | generated | absolute difference in ironbow)
-and ``histogram.png`` into the output folder. Features of the real images are cached per (data set files, split,
-extractor) under ``$XDG_CACHE_HOME/thermosynth/reference``.
+The same pairs are scored for trivial predictors (visible in grayscale, its inverse, a flat image at the real mean),
+side by side with the model. Writes ``report.json``, ``report.md``, ``grid.png`` (visible | real | generated |
+absolute difference in ironbow) and ``histogram.png`` into the output folder. Features of the real images are
+cached per (data set files, split, extractor) under ``$XDG_CACHE_HOME/thermosynth/reference``.
 """
 
 from __future__ import annotations
@@ -53,6 +54,19 @@ def _as_model_range(thermal: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(thermal.astype(np.float64))[None, None] / 127.5 - 1
 
 
+def trivial_predictions(visible: np.ndarray, real: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Predictors that need no model, scored beside every model so one that ignores its input shows at once: the
+    visible image in grayscale (ITU-R BT.601 luma), its inverse (black-hot), and a flat image at the real image's
+    mean grey level (the best constant for MAE-like scores). `real` is (1, 1, H, W) in [-1, 1]."""
+    height, width = real.shape[2:]
+    if visible.shape[:2] != (height, width):  # pairs should be aligned; compare at the real image's size anyway
+        visible = np.asarray(Image.fromarray(visible).resize((width, height), Image.Resampling.BILINEAR))
+    luma = visible.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    gray = torch.from_numpy(luma.round())[None, None] / 127.5 - 1
+    mean_level = ((real.mean() + 1) * 127.5).round() / 127.5 - 1  # whole grey levels, as an 8-bit output would be
+    return {"visible_gray": gray, "visible_gray_inverted": -gray, "flat_real_mean": torch.full_like(real, mean_level)}
+
+
 def _to_uint8_rgb(thermal: torch.Tensor) -> torch.Tensor:
     """(1, 1, H, W) in [-1, 1] -> (1, 3, H, W) uint8, the input torchmetrics' FID expects."""
     return ((thermal + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).expand(-1, 3, -1, -1)
@@ -94,6 +108,13 @@ def _markdown(report: dict) -> str:
     lines = [f"# Evaluation: {report['data']} ({report['split']}, {report['pairs']} pairs)", "",
              "| metric | value |", "|---|---|"]
     lines += [f"| {name} | {value:.4f} |" for name, value in report["metrics"].items()]
+    if report.get("trivial_predictors"):
+        lines += ["", "The same pairs scored for predictors that need no model (a model should beat all three):", "",
+                  "| predictor | ssim | psnr | mae |", "|---|---|---|---|",
+                  f"| this model | {report['metrics']['ssim']:.4f} | {report['metrics']['psnr']:.2f} | "
+                  f"{report['metrics']['mae']:.2f} |"]
+        lines += [f"| {name} | {m['ssim']:.4f} | {m['psnr']:.2f} | {m['mae']:.2f} |"
+                  for name, m in report["trivial_predictors"].items()]
     if report.get("not_computed"):
         lines += ["", "Not computed:"] + [f"- {reason}" for reason in report["not_computed"]]
     if report.get("model"):
@@ -148,6 +169,7 @@ def evaluate_pairs(
     real_features = load_file(cache)["features"] if cache.is_file() else None
     if real_features is not None:
         logger.info("reference features from cache %s", cache)
+    trivial: dict[str, PairedThermalMetrics] = {}
     new_real_features, fake_features, rows = [], [], []
     for pair in tqdm(pairs, desc="score", leave=False):
         made_path = Path(generated) / f"{pair.visible.stem}.png"
@@ -159,6 +181,8 @@ def evaluate_pairs(
             raise DataError(f"{made_path} is {made.shape[3]}x{made.shape[2]} but the real image {pair.thermal} is "
                             f"{real.shape[3]}x{real.shape[2]}; generate at the input size.")
         paired.update(made, real)
+        for name, prediction in trivial_predictions(read_visible(pair.visible), real).items():
+            trivial.setdefault(name, PairedThermalMetrics()).update(prediction, real)
         if "fid_inception-v3" in optional:
             optional["fid_inception-v3"].update(_to_uint8_rgb(real), real=True)
             optional["fid_inception-v3"].update(_to_uint8_rgb(made), real=False)
@@ -185,6 +209,7 @@ def evaluate_pairs(
     report = {
         "data": str(data), "split": split, "pairs": len(pairs), "model": model, "generated": str(generated),
         "generation": generation or {}, "metrics": metrics, "not_computed": not_computed,
+        "trivial_predictors": {name: metric.compute() for name, metric in trivial.items()},
         "preprocessing": {**PREPROCESSING, "kid": f"{KID_SUBSETS} subsets of {kid_subset} images"},
         "thermosynth": __version__, "torch": torch.__version__, "machine": platform.platform(),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
