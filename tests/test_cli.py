@@ -69,10 +69,20 @@ def test_paired_data_set_input_uses_its_split(tiny_pipeline_dir, tmp_path):
             SAMPLES / "roadscene" / "crop_LR_visible" / f"{stem}.jpg").size
 
 
-def test_missing_model_is_explained(visible_folder, tmp_path, capsys):
+@pytest.mark.parametrize("model, expected", [
+    ("{tmp}/nothing-here", "no such folder. Give a pipeline folder"),
+    ("{tmp}", "not a thermosynth pipeline folder (no model_index.json)"),
+    ("someone/not-cached-anywhere", "the hub id could not be read (LocalEntryNotFoundError: it is not in the local"),
+])
+def test_missing_model_is_explained_in_one_line(visible_folder, tmp_path, capsys, monkeypatch, model, expected):
+    """A missing folder, a folder without a pipeline, and (offline) a hub id that is not cached: one plain line."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     with pytest.raises(SystemExit) as exit_info:
-        translate(visible_folder, "--model", tmp_path / "nothing-here", "--out", tmp_path / "out")
-    assert "not a thermosynth pipeline folder" in str(exit_info.value)
+        translate(visible_folder, "--model", model.format(tmp=tmp_path), "--out", tmp_path / "out")
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert expected in error and len(error.strip().splitlines()) == 1
 
 
 def test_train_dry_run(capsys, tmp_path):

@@ -46,6 +46,7 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--time-budget", type=float, metavar="MINUTES",
                         help="train for this many wall-clock minutes (--steps becomes an upper bound), then export")
     parser.add_argument("--batch-size", type=_positive_int)
+    parser.add_argument("--checkpoint-every", type=_positive_int, help="steps between checkpoints (resume points)")
     parser.add_argument("--lr", type=float, dest="learning_rate")
     parser.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"))
     parser.add_argument("--seed", type=int)
@@ -80,6 +81,7 @@ def _training_config(task: str, args: argparse.Namespace):
     return make_config(task, args.preset, output_dir=str(Path(args.out)), data=data, steps=args.steps,
                        batch_size=args.batch_size, learning_rate=args.learning_rate,
                        mixed_precision=args.mixed_precision, seed=args.seed, time_budget=args.time_budget,
+                       checkpoint_every=args.checkpoint_every,
                        **extra)
 
 
@@ -108,13 +110,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def _load_pipeline(model: str, device: str | None, scheduler: str):
     from thermosynth.pipelines import load_pipeline, prepare_for_inference
-    from thermosynth.pretrained import is_shipped
 
-    path = Path(model)
-    if not is_shipped(model) and not (path / "model_index.json").is_file():
-        if path.exists() or os.environ.get("HF_HUB_OFFLINE") == "1":
-            raise SystemExit(f"error: {model}: not a thermosynth pipeline folder (no model_index.json). "
-                             "Give the 'pipeline' folder of a `thermosynth train v2t` (or pix2pix) run.")
     return prepare_for_inference(load_pipeline(model), device, scheduler)
 
 

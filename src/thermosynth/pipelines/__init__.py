@@ -4,7 +4,7 @@ TxT2IR's text-to-thermal LDM."""
 from __future__ import annotations
 
 import json
-import os
+import re
 from pathlib import Path
 
 from thermosynth.pipelines.pix2pix import Pix2PixPipeline
@@ -17,17 +17,33 @@ __all__ = ["PIPELINE_CLASSES", "Pix2PixPipeline", "TextToThermalPipeline", "Visi
            "load_text_pipeline", "prepare_for_inference"]
 
 
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
 def _saved_class_name(model: str) -> str:
     """The class a saved pipeline's model_index.json names (a hub repository's is downloaded only when named)."""
+    from thermosynth.pretrained import SHIPPED
+
     path = Path(model)
     if (path / "model_index.json").is_file():
         return json.loads((path / "model_index.json").read_text())["_class_name"]
-    if path.exists() or os.environ.get("HF_HUB_OFFLINE") == "1":
+    if path.exists():
         raise ValueError(f"{model}: not a thermosynth pipeline folder (no model_index.json). Give the 'pipeline' "
                          "folder of a `thermosynth train` run.")
+    if not HUB_ID.fullmatch(model):
+        raise ValueError(f"{model}: no such folder. Give a pipeline folder (<run>/pipeline), a shipped model "
+                         f"({', '.join(SHIPPED)}) or a hub id (owner/name).")
     from huggingface_hub import hf_hub_download
 
-    return json.loads(Path(hf_hub_download(model, "model_index.json")).read_text())["_class_name"]
+    try:
+        return json.loads(Path(hf_hub_download(model, "model_index.json")).read_text())["_class_name"]
+    except OSError as error:  # offline and not cached, unreachable, or no such repository: one line, not 60
+        raise ValueError(
+            f"{model}: no such folder here, and the hub id could not be read ({type(error).__name__}: it is not in "
+            "the local Hugging Face cache and the hub cannot be reached, or the repository does not exist). "
+            "Download it where there is a network, or give a local folder or a shipped model "
+            f"({', '.join(SHIPPED)})."
+        ) from None
 
 
 def load_pipeline(model: str):

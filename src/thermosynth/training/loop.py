@@ -14,6 +14,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +48,16 @@ class TrainingTask:
 def step_generator(seed: int, rank: int, step: int, micro: int = 0) -> torch.Generator:
     value = int(np.random.SeedSequence([seed, rank, step, micro]).generate_state(1, dtype=np.uint64)[0])
     return torch.Generator().manual_seed(value)
+
+
+@contextmanager
+def global_rng_from(generator: torch.Generator, device: torch.device):
+    """Run code whose randomness comes from torch's global RNG (nn.Dropout) on a state drawn from the step's
+    generator, so that it replays on resume; the global state outside is left as it was."""
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
+        yield
 
 
 def learning_rate_at(config: TrainConfig, step: int, elapsed_s: float = 0.0) -> float:

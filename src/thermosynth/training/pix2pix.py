@@ -22,7 +22,7 @@ from thermosynth.data.loading import fit_normalization, load_paired_arrays
 from thermosynth.models.pix2pix import Pix2PixPair, build_pix2pix
 from thermosynth.pipelines.pix2pix import Pix2PixPipeline
 from thermosynth.training.config import Pix2PixTrainConfig
-from thermosynth.training.loop import TrainingTask, train_with
+from thermosynth.training.loop import TrainingTask, global_rng_from, train_with
 from thermosynth.training.validation import validate_translation
 
 logger = logging.getLogger(__name__)
@@ -75,7 +75,8 @@ def build_task(config: Pix2PixTrainConfig) -> TrainingTask:
         return pairs.sample(config.batch_size, crop, generator)
 
     def loss(model, batch, generator):
-        return compute_loss(model, batch, config.l1_weight)
+        with global_rng_from(generator, batch["visible"].device):  # the generator's dropout, replayable
+            return compute_loss(model, batch, config.l1_weight)
 
     def validate(model, grid_path):
         return validate_translation(pipeline_for(model), val_visible, val_thermal, grid_path)
