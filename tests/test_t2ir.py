@@ -159,8 +159,11 @@ def test_clip_by_path_and_its_longclip_stretch(tiny_clip_dir):
     stretched = model.embeddings.position_embedding.weight
     assert stretched.shape == (248, 32)
     assert torch.equal(stretched[:LONG_CLIP_KEPT], original[:LONG_CLIP_KEPT])  # the well-trained positions kept
-    assert torch.allclose(stretched[-1], original[-1])
-    assert torch.allclose(stretched[LONG_CLIP_KEPT], original[LONG_CLIP_KEPT])
+    # LongCLIP's positions by hand: 20 + 4j + k is pe[20+j] + k/4 (pe[21+j] - pe[20+j]); the last four extrapolate.
+    for j, k in [(0, 0), (0, 1), (10, 2), (55, 3), (56, 0), (56, 3)]:
+        following = original[21 + j] if j < 56 else 2 * original[76] - original[75]
+        expected = original[20 + j] + k / 4 * (following - original[20 + j])
+        torch.testing.assert_close(stretched[20 + 4 * j + k], expected)
     with warnings.catch_warnings():
         warnings.simplefilter("error", PromptTruncatedWarning)
         states, _ = encode_prompts(tokenizer, model, [long_prompt])

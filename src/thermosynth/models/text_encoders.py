@@ -4,7 +4,7 @@
   up to 256 tokens.
 - CLIP by local folder or hub id (downloaded only when the user names one): its text tower's token states.
 - LongCLIP-style stretching of CLIP (77 -> 248 positions): the first 20 position embeddings, which CLIP trained
-  well, are kept; the remaining 57 are interpolated 4x to fill the rest (Zhang et al. 2024).
+  well, are kept; each of the other 57 becomes four, at quarter steps towards the next (Zhang et al. 2024).
 
 Prompts longer than the encoder's limit are never cut silently: `encode_prompts` warns with the count.
 """
@@ -17,7 +17,6 @@ import warnings
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 logger = logging.getLogger(__name__)
 
@@ -67,13 +66,23 @@ def load_text_encoder(name_or_path: str = DEFAULT_TEXT_ENCODER, long_clip: bool 
 
 
 def stretch_clip_positions(model, tokenizer, length: int = LONG_CLIP_LENGTH, keep: int = LONG_CLIP_KEPT) -> None:
-    """Give a CLIPTextModel `length` positions in place: keep the first `keep`, interpolate the rest linearly."""
+    """Give a CLIPTextModel `length` positions in place, as LongCLIP (Zhang et al. 2024, Sec. 3.1) does: keep the
+    first `keep` embeddings, which CLIP trained well; each later position j becomes `ratio` embeddings at
+    fractional steps between j and j+1, pe[j] + (pe[j+1] - pe[j]) k / ratio for k = 0..ratio-1, the last one
+    extrapolated from pe[76] - pe[75]. 77 -> 248 gives ratio 4. A stretched CLIP reads past 77 tokens well only
+    after fine-tuning (LongCLIP fine-tunes on long captions); before that the later positions are approximations."""
     embeddings = getattr(model, "text_model", model).embeddings  # transformers 4 nests it; 5 does not
     old = embeddings.position_embedding.weight.data  # (77, D)
     if length <= old.shape[0]:
         raise ValueError(f"the model already has {old.shape[0]} positions; nothing to stretch to {length}")
-    tail = old[keep:].T[None]  # (1, D, 77 - keep)
-    stretched = F.interpolate(tail, size=length - keep, mode="linear", align_corners=True)[0].T  # (length-keep, D)
+    ratio, remainder = divmod(length - keep, old.shape[0] - keep)
+    if remainder:
+        raise ValueError(f"{length} positions cannot be made from {old.shape[0]} keeping {keep}: (length - keep) "
+                         f"must be a multiple of {old.shape[0] - keep}")
+    tail = old[keep:]  # (77 - keep, D)
+    following = torch.cat([tail[1:], (2 * tail[-1] - tail[-2])[None]])  # pe[j+1]; past the end, extrapolated
+    fractions = torch.arange(ratio, dtype=old.dtype, device=old.device).view(1, ratio, 1) / ratio
+    stretched = (tail[:, None] + (following - tail)[:, None] * fractions).reshape(-1, old.shape[1])  # (length-keep, D)
     new = torch.nn.Embedding(length, old.shape[1], dtype=old.dtype, device=old.device)
     new.weight.data = torch.cat([old[:keep], stretched])
     embeddings.position_embedding = new
