@@ -121,3 +121,23 @@ def test_channel_mismatch_is_explained(tiny_pipeline):
     pipeline = VisibleToThermalPipeline(tiny_pipeline.vae, wrong, tiny_pipeline.scheduler)
     with pytest.raises(ValueError, match="in_channels is 4 but thermal latent \\+ visible latent channels are 8"):
         pipeline(scene(16, 16, 0)[0])
+
+
+def test_inference_precision_is_explicit(tiny_pipeline_dir, caplog):
+    """fp32 on the CPU unless asked; the precision used is logged; 16-bit output keeps fp32 by default."""
+    import argparse
+    import logging
+
+    from thermosynth.cli import _dtype
+    from thermosynth.pipelines import load_pipeline, prepare_for_inference
+
+    caplog.set_level(logging.INFO, logger="thermosynth")
+    plain = prepare_for_inference(load_pipeline(str(tiny_pipeline_dir)), "cpu")
+    assert plain.unet.dtype == plain.vae.dtype == torch.float32 and "inference on cpu in fp32" in caplog.text
+    half = prepare_for_inference(load_pipeline(str(tiny_pipeline_dir)), "cpu", dtype="bf16")
+    assert half.unet.dtype == half.vae.dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        prepare_for_inference(load_pipeline(str(tiny_pipeline_dir)), "cpu", dtype="int8")
+    assert _dtype(argparse.Namespace(dtype=None, bit_depth=16)) == "fp32"
+    assert _dtype(argparse.Namespace(dtype="bf16", bit_depth=16)) == "bf16"
+    assert _dtype(argparse.Namespace(dtype=None, bit_depth=8)) is None  # the device's default

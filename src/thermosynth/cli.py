@@ -108,17 +108,22 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(f"model written to {folder}")
 
 
-def _load_pipeline(model: str, device: str | None, scheduler: str):
+def _load_pipeline(model: str, device: str | None, scheduler: str, dtype: str | None):
     from thermosynth.pipelines import load_pipeline, prepare_for_inference
 
-    return prepare_for_inference(load_pipeline(model), device, scheduler)
+    return prepare_for_inference(load_pipeline(model), device, scheduler, dtype)
+
+
+def _dtype(args: argparse.Namespace) -> str | None:
+    """--dtype, else fp32 wherever 16-bit output is asked for (bf16's 8 significant bits would quantize it)."""
+    return args.dtype or ("fp32" if getattr(args, "bit_depth", 8) == 16 else None)
 
 
 def cmd_translate(args: argparse.Namespace) -> None:
     from thermosynth.translate import collect_inputs, translate_files
 
     inputs = collect_inputs(args.inputs, args.split, args.skip_bad)
-    pipeline = _load_pipeline(args.model, args.device, args.scheduler)
+    pipeline = _load_pipeline(args.model, args.device, args.scheduler, _dtype(args))
     counts = translate_files(
         pipeline, inputs, Path(args.out), num_inference_steps=args.steps, guidance_scale=args.guidance,
         seed=args.seed, batch_size=args.batch_size, bit_depth=args.bit_depth, palettes=tuple(args.palette),
@@ -135,7 +140,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         raise ValueError("give exactly one of --model (generate, then score) or --generated (score a folder)")
     pipeline, generation = None, None
     if args.model is not None:
-        pipeline = _load_pipeline(args.model, args.device, args.scheduler)
+        pipeline = _load_pipeline(args.model, args.device, args.scheduler, _dtype(args))
         generation = {"num_inference_steps": args.steps, "guidance_scale": args.guidance, "seed": args.seed,
                       "batch_size": args.batch_size}
         if "scheduler" in pipeline.components:  # record the settings used, the model's own where none were given
@@ -180,7 +185,8 @@ def cmd_generate(args: argparse.Namespace) -> None:
     written = generate_images(args.model, args.prompt, Path(args.out), count=args.n, seed=args.seed,
                               num_inference_steps=args.steps, guidance_scale=args.guidance,
                               negative_prompt=args.negative_prompt, scheduler=args.scheduler,
-                              bit_depth=args.bit_depth, palettes=tuple(args.palette), device=args.device)
+                              bit_depth=args.bit_depth, palettes=tuple(args.palette), device=args.device,
+                              dtype=_dtype(args))
     print(f"{len(written)} images written to {args.out}")
 
 
@@ -243,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     translate.add_argument("--palette", action="append", default=[], choices=("white-hot", "black-hot", "ironbow"),
                            help="also write a false-colour rendering into OUT/<palette>/ (repeatable)")
     translate.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    translate.add_argument("--dtype", choices=("fp32", "bf16", "fp16"),
+                           help="inference precision (default: fp32 on CPU, bf16 on CUDA; fp32 for --bit-depth 16)")
     translate.add_argument("--skip-bad", action="store_true", help="log and skip unreadable images")
     translate.set_defaults(func=cmd_translate)
 
@@ -260,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--batch-size", type=_positive_int, default=4)
     evaluate.add_argument("--device")
+    evaluate.add_argument("--dtype", choices=("fp32", "bf16", "fp16"),
+                          help="inference precision (default: fp32 on CPU, bf16 on CUDA; fp32 for --bit-depth 16)")
     evaluate.add_argument("--skip-bad", action="store_true")
     evaluate.add_argument("--inception-weights", metavar="PATH",
                           help="torch-fidelity's FID Inception weights (default: looked up in torch hub's cache)")
@@ -300,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--bit-depth", type=int, default=8, choices=(8, 16))
     generate.add_argument("--palette", action="append", default=[], choices=("white-hot", "black-hot", "ironbow"))
     generate.add_argument("--device")
+    generate.add_argument("--dtype", choices=("fp32", "bf16", "fp16"),
+                          help="inference precision (default: fp32 on CPU, bf16 on CUDA; fp32 for --bit-depth 16)")
     generate.set_defaults(func=cmd_generate)
 
     demo = commands.add_parser("demo", help="train tiny models on the bundled samples and translate (CPU minutes)")

@@ -26,7 +26,7 @@ def generate_images(model, prompt: str, out: Path, count: int = 4, seed: int = 0
                     num_inference_steps: int | None = None, guidance_scale: float | None = None,
                     negative_prompt: str | None = None, scheduler: str = "ddim",
                     bit_depth: int = 8, palettes: tuple[str, ...] = (), device: str | None = None,
-                    batch_size: int = 4) -> list[Path]:
+                    batch_size: int = 4, dtype: str | None = None) -> list[Path]:
     """Write `count` images for `prompt` into `out`; `model` is a pipeline folder, hub id or loaded pipeline."""
     if count < 1:
         raise ValueError(f"-n must be >= 1, got {count}")
@@ -51,7 +51,7 @@ def generate_images(model, prompt: str, out: Path, count: int = 4, seed: int = 0
     if isinstance(model, (str, Path)):
         from thermosynth.pipelines import load_text_pipeline, prepare_for_inference
 
-        pipeline = prepare_for_inference(load_text_pipeline(str(model)), device, scheduler)
+        pipeline = prepare_for_inference(load_text_pipeline(str(model)), device, scheduler, dtype)
     else:
         pipeline = model
     output_type = "pil16" if bit_depth == 16 else "pil"

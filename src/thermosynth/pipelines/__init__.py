@@ -4,12 +4,15 @@ TxT2IR's text-to-thermal LDM."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 
 from thermosynth.pipelines.pix2pix import Pix2PixPipeline
 from thermosynth.pipelines.text_to_thermal import TextToThermalPipeline
 from thermosynth.pipelines.visible_to_thermal import VisibleToThermalPipeline, set_scheduler
+
+logger = logging.getLogger(__name__)
 
 PIPELINE_CLASSES = {cls.__name__: cls for cls in (VisibleToThermalPipeline, Pix2PixPipeline)}
 
@@ -74,16 +77,22 @@ def load_text_pipeline(model: str) -> TextToThermalPipeline:
     return TextToThermalPipeline.from_pretrained(model)
 
 
-def prepare_for_inference(pipeline, device: str | None = None, scheduler: str = "ddim"):
-    """Ready a loaded pipeline for the commands: on `device` (default: CUDA when available, in bf16 there), with
-    the `scheduler` sampler where it samples (pix2pix does not), and without per-step progress bars (the commands
-    show their own)."""
+INFERENCE_DTYPES = ("fp32", "bf16", "fp16")
+
+
+def prepare_for_inference(pipeline, device: str | None = None, scheduler: str = "ddim", dtype: str | None = None):
+    """Ready a loaded pipeline for the commands: on `device` (default: CUDA when available) in `dtype` (fp32, bf16
+    or fp16; default fp32 on the CPU and bf16 on CUDA), with the `scheduler` sampler where it samples (pix2pix does
+    not), and without per-step progress bars (the commands show their own). Logs the device and precision used."""
     import torch
 
+    if dtype is not None and dtype not in INFERENCE_DTYPES:
+        raise ValueError(f"dtype must be one of {INFERENCE_DTYPES}, got {dtype!r}")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = dtype or ("bf16" if device.startswith("cuda") else "fp32")
     pipeline.to(device)
-    if device.startswith("cuda"):
-        pipeline.to(dtype=torch.bfloat16)
+    pipeline.to(dtype={"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype])
+    logger.info("inference on %s in %s", device, dtype)
     if "scheduler" in pipeline.components:
         set_scheduler(pipeline, scheduler)
     pipeline.set_progress_bar_config(disable=True)
