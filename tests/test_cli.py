@@ -56,7 +56,7 @@ def test_corrupt_jpeg_is_named(visible_folder, tiny_pipeline_dir, tmp_path, caps
     error = capsys.readouterr().err
     assert "broken.jpg" in error and "--skip-bad" in error
     translate(visible_folder, "--model", tiny_pipeline_dir, "--out", tmp_path / "out", "--skip-bad")
-    assert "3 written, 0 already there, 1 unreadable skipped" in capsys.readouterr().out
+    assert "3 written, 0 already there, 1 unreadable or too large skipped" in capsys.readouterr().out
     assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == ["v0.png", "v1.png", "v2.png"]
 
 
@@ -120,3 +120,18 @@ def test_bad_arguments_are_refused_before_loading(visible_folder, tmp_path, caps
     assert stop.value.code == 2
     message = capsys.readouterr().err
     assert ("is a file, not a folder" in message) if bad[1] == "FILE" else ("must be at least 1, got 0" in message)
+
+
+def test_huge_image_is_refused_before_the_model_loads(tmp_path, capsys):
+    """Over --max-pixels: a plain error with the size and the flag, before loading anything (the model named here
+    does not exist); raising the limit gets past the check to the model."""
+    big = tmp_path / "in" / "huge.jpg"
+    big.parent.mkdir()
+    Image.new("RGB", (2100, 2000), (90, 120, 60)).save(big)
+    with pytest.raises(SystemExit):
+        main(["translate", str(big.parent), "--model", str(tmp_path / "no-model"), "--out", str(tmp_path / "o")])
+    assert "2100x2000 is 4.2 million pixels, over the limit of 4.0 million" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["translate", str(big.parent), "--model", str(tmp_path / "no-model"), "--out", str(tmp_path / "o"),
+              "--max-pixels", "5000000"])
+    assert "no such folder" in capsys.readouterr().err

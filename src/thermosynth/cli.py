@@ -120,17 +120,19 @@ def _dtype(args: argparse.Namespace) -> str | None:
 
 
 def cmd_translate(args: argparse.Namespace) -> None:
-    from thermosynth.translate import collect_inputs, translate_files
+    from thermosynth.translate import check_inputs, collect_inputs, translate_files
 
-    inputs = collect_inputs(args.inputs, args.split, args.skip_bad)
+    collected = collect_inputs(args.inputs, args.split, args.skip_bad)
+    inputs = check_inputs(collected, args.max_pixels, args.skip_bad)  # before the model loads
     pipeline = _load_pipeline(args.model, args.device, args.scheduler, _dtype(args))
     counts = translate_files(
         pipeline, inputs, Path(args.out), num_inference_steps=args.steps, guidance_scale=args.guidance,
         seed=args.seed, batch_size=args.batch_size, bit_depth=args.bit_depth, palettes=tuple(args.palette),
-        skip_bad=args.skip_bad,
+        skip_bad=args.skip_bad, max_pixels=args.max_pixels,
     )
+    skipped = counts["skipped_bad"] + len(collected) - len(inputs)
     print(f"{counts['written']} written, {counts['skipped_existing']} already there, "
-          f"{counts['skipped_bad']} unreadable skipped -> {args.out}")
+          f"{skipped} unreadable or too large skipped -> {args.out}")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -249,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     translate.add_argument("--palette", action="append", default=[], choices=("white-hot", "black-hot", "ironbow"),
                            help="also write a false-colour rendering into OUT/<palette>/ (repeatable)")
     translate.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    translate.add_argument("--max-pixels", type=_positive_int, default=4_000_000,
+                           help="refuse larger inputs (translation needs ~2 KB of memory per pixel)")
     translate.add_argument("--dtype", choices=("fp32", "bf16", "fp16"),
                            help="inference precision (default: fp32 on CPU, bf16 on CUDA; fp32 for --bit-depth 16)")
     translate.add_argument("--skip-bad", action="store_true", help="log and skip unreadable images")
