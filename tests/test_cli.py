@@ -135,3 +135,18 @@ def test_huge_image_is_refused_before_the_model_loads(tmp_path, capsys):
         main(["translate", str(big.parent), "--model", str(tmp_path / "no-model"), "--out", str(tmp_path / "o"),
               "--max-pixels", "5000000"])
     assert "no such folder" in capsys.readouterr().err
+
+
+def test_truncated_weights_are_named_with_the_fix(visible_folder, tiny_pipeline_dir, tmp_path, capsys):
+    import shutil
+
+    broken = tmp_path / "pipeline"
+    shutil.copytree(tiny_pipeline_dir, broken)
+    weights = next((broken / "unet").glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(SystemExit) as exit_info:
+        translate(visible_folder, "--model", broken, "--out", tmp_path / "out")
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert str(weights) in error and "truncated or corrupted" in error and "re-run the `thermosynth train`" in error
+    assert "Traceback" not in error and error.count("error: ") == 1  # one line (beside diffusers' loading bars)

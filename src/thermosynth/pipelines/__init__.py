@@ -49,6 +49,18 @@ def _saved_class_name(model: str) -> str:
         ) from None
 
 
+def _from_pretrained(cls, model: str, **components):
+    """cls.from_pretrained, with an unreadable weights file reported in one line with the way to replace it."""
+    try:
+        return cls.from_pretrained(model, **components)
+    except OSError as error:
+        raise ValueError(
+            f"{model}: {str(error).splitlines()[0]} The file is probably truncated or corrupted: copy it again, or "
+            f"delete {model} and re-run the `thermosynth train` command that made it (a finished run exports its "
+            "model again from the last checkpoint)."
+        ) from None
+
+
 def load_pipeline(model: str):
     """The translation pipeline (V2T or pix2pix) shipped under a name (`v2t-roadscene`), or saved in a folder or hub
     repository, by the class its model_index.json names."""
@@ -60,7 +72,7 @@ def load_pipeline(model: str):
     if class_name not in PIPELINE_CLASSES:
         raise ValueError(f"{model}: its model_index.json names {class_name!r}, not a thermosynth translation pipeline "
                          f"({', '.join(PIPELINE_CLASSES)})")
-    return PIPELINE_CLASSES[class_name].from_pretrained(model)
+    return _from_pretrained(PIPELINE_CLASSES[class_name], model)
 
 
 def load_text_pipeline(model: str) -> TextToThermalPipeline:
@@ -74,7 +86,7 @@ def load_text_pipeline(model: str) -> TextToThermalPipeline:
     if class_name != TextToThermalPipeline.__name__:
         raise ValueError(f"{model}: its model_index.json names {class_name!r}, not a text-to-thermal pipeline; give "
                          "the 'pipeline' folder of a `thermosynth train t2ir` run.")
-    return TextToThermalPipeline.from_pretrained(model)
+    return _from_pretrained(TextToThermalPipeline, model)
 
 
 INFERENCE_DTYPES = ("fp32", "bf16", "fp16")
