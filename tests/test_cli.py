@@ -150,3 +150,14 @@ def test_truncated_weights_are_named_with_the_fix(visible_folder, tiny_pipeline_
     error = capsys.readouterr().err
     assert str(weights) in error and "truncated or corrupted" in error and "re-run the `thermosynth train`" in error
     assert "Traceback" not in error and error.count("error: ") == 1  # one line (beside diffusers' loading bars)
+
+
+def test_paired_folder_translates_without_its_thermal_side(tiny_pipeline_dir, tmp_path, capsys):
+    """A visible/ folder beside no thermal images (or none at all) is still a set of inputs to translate."""
+    root = tmp_path / "set"
+    (root / "visible").mkdir(parents=True)
+    (root / "thermal").mkdir()
+    for i in range(2):
+        Image.fromarray(scene(24, 40, i)[0]).save(root / "visible" / f"v{i}.jpg")
+    translate(root, "--model", tiny_pipeline_dir, "--out", tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == ["v0.png", "v1.png"]

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from thermosynth.data.errors import DataError
 from thermosynth.data.images import atomic_write, list_images, read_visible
-from thermosynth.data.sources import is_thermal_only, load_pairs
+from thermosynth.data.sources import is_thermal_only, load_pairs, load_visible_images
 from thermosynth.render import PALETTES, colorize
 
 logger = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ def collect_inputs(inputs: list[str | os.PathLike], split: str | None = None, sk
         elif item.is_file():
             files.append(item)
         elif item.is_dir() and not is_thermal_only(item) and any(p.is_dir() for p in item.iterdir()):
-            files += [p.visible for p in load_pairs(item, split, skip_bad)]
+            files += load_visible_images(item, split)  # the thermal side, if any, is not needed
         elif item.is_dir():
             found = list_images(item)
             if not found:

@@ -238,6 +238,24 @@ def load_pairs(path: str | os.PathLike, split: str | None = None, skip_bad: bool
     )
 
 
+def load_visible_images(path: str | os.PathLike, split: str | None = None) -> list[Path]:
+    """The visible images of a paired layout (what translation reads); its thermal side need not exist."""
+    path = Path(path)
+    if (path / "crop_LR_visible").is_dir():  # RoadScene
+        files = list_images(path / "crop_LR_visible")
+        if split is not None:
+            keep = set(_read_split(path / "splits" / f"{split}.txt"))
+            files = [f for f in files if f.stem in keep]
+        return _nonempty(files, path / "crop_LR_visible")
+    visible = _subdir(path, VISIBLE_DIR_NAMES)
+    if visible is None:
+        raise DataError(f"{path}: no visible/ (or rgb/, vis/) folder and not the RoadScene layout: give image files, "
+                        "a folder of images, or a paired data set.")
+    if split is not None and (visible / split).is_dir():  # LLVIP
+        return _nonempty(list_images(visible / split), visible / split)
+    return _nonempty(list_images(visible), visible)
+
+
 def is_thermal_only(path: Path) -> bool:
     """True for the HIT-UAV layout and for a plain folder of images; False for paired layouts."""
     if (path / "JPEGImages").is_dir():
