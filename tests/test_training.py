@@ -187,3 +187,38 @@ def test_non_finite_loss_stops_with_the_step_and_exports_nothing(trained, tmp_pa
         run_training(task)
     assert [p.name for p in checkpoint_dirs(tmp_path / "nan")] == ["step-0000002"]
     assert not (tmp_path / "nan" / "pipeline").exists()
+
+
+def test_exported_weights_are_the_ema_weights(trained):
+    """The exported UNet holds the EMA shadow of the last checkpoint, not the raw trained weights."""
+    last = checkpoint_dirs(trained["root"] / "v2t")[-1]
+    ema, raw = load_file(last / "ema.safetensors"), load_file(last / "model.safetensors")
+    exported = VisibleToThermalPipeline.from_pretrained(trained["pipeline"]).unet.state_dict()
+    assert ema.keys() <= exported.keys()
+    assert all(torch.equal(exported[k], ema[k]) for k in ema)
+    assert any(not torch.equal(ema[k], raw[k]) for k in ema)  # they differ, so the check above means something
+
+
+def test_training_latents_equal_the_pipelines_encoding(trained):
+    """The latents V2T trains on are what the pipeline computes at inference for the same image (same scaling, same
+    posterior mode, same thermal-to-3-channel rule)."""
+    from diffusers import AutoencoderKL
+
+    from thermosynth.data.datasets import PairedImages
+    from thermosynth.data.loading import load_paired_arrays
+    from thermosynth.training.autoencoder import load_normalization
+    from thermosynth.training.v2t import LatentPairs
+
+    config = trained["v2t_config"]
+    vae = AutoencoderKL.from_pretrained(config.autoencoder).eval()
+    pairs = PairedImages(load_paired_arrays(config.data.paths, config.data.split, False, None),
+                         load_normalization(config.autoencoder))
+    cached = LatentPairs(pairs, vae, config.crop_size)
+    pipeline = VisibleToThermalPipeline.from_pretrained(trained["pipeline"])
+    visible, thermal = pairs.pair(0)
+    height, width = cached.visible[0].shape[1:]
+    image = torch.stack([visible, thermal.expand(3, -1, -1)])[:, :, : height * 8, : width * 8]
+    with torch.no_grad():
+        encoded = pipeline.encode(image)
+    torch.testing.assert_close(encoded[0], cached.visible[0], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(encoded[1], cached.thermal[0], rtol=1e-4, atol=1e-4)
