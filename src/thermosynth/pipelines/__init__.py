@@ -66,7 +66,10 @@ def load_pipeline(model: str):
     repository, by the class its model_index.json names."""
     from thermosynth.pretrained import is_shipped, load_shipped, shipped_class_name
 
-    if is_shipped(model) and shipped_class_name(model) in PIPELINE_CLASSES:
+    if is_shipped(model):
+        if shipped_class_name(model) not in PIPELINE_CLASSES:
+            raise ValueError(f"{model} is a shipped text-to-thermal model, not a translation pipeline: use it with "
+                             "`thermosynth generate` or load_text_pipeline.")
         return load_shipped(model)
     class_name = _saved_class_name(model)
     if class_name not in PIPELINE_CLASSES:
@@ -80,7 +83,10 @@ def load_text_pipeline(model: str) -> TextToThermalPipeline:
     `thermosynth train t2ir` run's 'pipeline' folder)."""
     from thermosynth.pretrained import is_shipped, load_shipped, shipped_class_name
 
-    if is_shipped(model) and shipped_class_name(model) == TextToThermalPipeline.__name__:
+    if is_shipped(model):
+        if shipped_class_name(model) != TextToThermalPipeline.__name__:
+            raise ValueError(f"{model} is a shipped translation model, not a text-to-thermal pipeline: use it with "
+                             "`thermosynth translate` or load_pipeline.")
         return load_shipped(model)
     class_name = _saved_class_name(model)
     if class_name != TextToThermalPipeline.__name__:
