@@ -306,6 +306,13 @@ def test_decoder_checkpointing_gives_the_same_gradient():
         compute_loss(unet, vae, batch, scheduler, torch.Generator().manual_seed(3), 1.0, 999)[0].backward()
         return torch.cat([p.grad.flatten() for p in unet.parameters() if p.grad is not None])
 
+    calls, forward = [], vae.decoder.mid_block.forward
+    vae.decoder.mid_block.forward = lambda *a, **k: calls.append(1) or forward(*a, **k)  # hooks miss recomputes
     plain = gradient()
+    plain_calls = len(calls)
     vae.enable_gradient_checkpointing()
-    assert torch.allclose(gradient(), plain, atol=1e-6)
+    calls.clear()
+    checkpointed = gradient()
+    assert torch.allclose(checkpointed, plain, atol=1e-6)
+    # the frozen decoder is in eval mode: checkpointing must still recompute its blocks in the backward pass
+    assert plain_calls == 1 and len(calls) == 2
