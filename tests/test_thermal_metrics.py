@@ -55,7 +55,7 @@ def test_intensity_histogram_distance():
     assert metric.compute()["intensity_w1"] == pytest.approx(0.0, abs=1e-12)
     metric.reset()
     metric.update(as_batch(a), real=True)
-    for half in (shifted[:32], shifted[32:]):  # batching does not matter
+    for half in (shifted[:32], shifted[32:]):  # an image's two halves, fed apart
         metric.update(as_batch(half), real=False)
     result = metric.compute()
     assert result["intensity_w1"] == pytest.approx(10.0, abs=0.01)
@@ -71,7 +71,7 @@ def test_hot_region_statistics_of_a_known_square():
     image = torch.full((1, 1, 40, 50), -0.6, dtype=torch.float64)
     image[..., 10:20, 10:30] = 0.6  # 200 of 2000 pixels at grey level 204
     metric = HotRegionStatistics(HotMaskSpec(opening=0))  # no opening: the rectangles keep their corners
-    metric.update(image[:, :, :, :25])  # batch independence: the same image in one call or two
+    metric.update(image[:, :, :, :25])  # a crop (150 of its 1000 pixels hot) and the whole image
     metric.update(image)
     stats = metric.compute()
     assert stats["hot_mean_intensity"] == pytest.approx(204.0)
@@ -87,3 +87,30 @@ def test_compare_sets_of_the_same_images_is_near_zero():
     assert result["hot_fraction_real"] == result["hot_fraction_generated"]
     shifted = compare_sets(real, (real + 0.3).clamp(-1, 1))
     assert shifted["fd_efficientnet-lite0"] > 1 and shifted["intensity_w1"] > 10
+
+
+@pytest.mark.parametrize("chunk", [6, 2, 1])
+def test_metrics_do_not_depend_on_batching(chunk):
+    """The same six image pairs, fed in one batch, three or six: every accumulated metric is the same."""
+    from thermosynth.evaluation.paired import PairedThermalMetrics
+    from thermosynth.evaluation.thermal import HotRegionStatistics
+
+    made = as_batch(*(hot_square(top=10 + 4 * i, left=20 + 3 * i, seed=i)[0] for i in range(6)))
+    real = as_batch(*(hot_square(seed=10 + i)[0] for i in range(6)))
+
+    def run(size):
+        metrics = {"paired": PairedThermalMetrics(), "iou": HotRegionIoU(), "histogram": IntensityHistogramDistance(),
+                   "stats": HotRegionStatistics()}
+        for start in range(0, 6, size):
+            a, b = made[start : start + size], real[start : start + size]
+            metrics["paired"].update(a, b)
+            metrics["iou"].update(a, b)
+            metrics["histogram"].update(b, real=True)
+            metrics["histogram"].update(a, real=False)
+            metrics["stats"].update(a)
+        return {f"{name}/{key}": value for name, metric in metrics.items() for key, value in metric.compute().items()}
+
+    whole, batched = run(6), run(chunk)
+    assert whole.keys() == batched.keys()
+    for key in whole:
+        assert batched[key] == pytest.approx(whole[key], rel=1e-9, abs=1e-9), key
