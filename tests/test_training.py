@@ -222,3 +222,37 @@ def test_training_latents_equal_the_pipelines_encoding(trained):
         encoded = pipeline.encode(image)
     torch.testing.assert_close(encoded[0], cached.visible[0], rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(encoded[1], cached.thermal[0], rtol=1e-4, atol=1e-4)
+
+
+def _interrupted_then_resumed(root, make_config_for):
+    """Train to 4 steps; copy the run, drop its step-4 checkpoint and export (a kill after step 2), re-run the same
+    config in a process whose global RNG is elsewhere; return both step-4 checkpoints' tensors."""
+    train(make_config_for(root / "full"))
+    shutil.copytree(root / "full", root / "resumed")
+    shutil.rmtree(checkpoint_dirs(root / "resumed")[-1])
+    for export in ("autoencoder", "pipeline"):
+        shutil.rmtree(root / "resumed" / export, ignore_errors=True)
+    torch.manual_seed(4321)
+    train(make_config_for(root / "resumed"))
+    return [{name: load_file(checkpoint_dirs(root / run)[-1] / name) for name in ("model.safetensors",
+                                                                                  "ema.safetensors")}
+            for run in ("full", "resumed")]
+
+
+def test_autoencoder_resume_replays_exactly_with_gradient_accumulation(trained, tmp_path):
+    settings = dict(FAST, gradient_accumulation_steps=2)
+    full, resumed = _interrupted_then_resumed(tmp_path, lambda out: make_config(
+        "autoencoder", "tiny", output_dir=str(out), data=trained["v2t_config"].data, **settings))
+    for name in full:
+        assert all(torch.equal(full[name][k], resumed[name][k]) for k in full[name]), name
+
+
+def test_t2ir_resume_replays_exactly(trained, tmp_path):
+    from conftest import SAMPLES
+
+    data = DataConfig(paths=[str(SAMPLES / "hit-uav")], split="train")
+    full, resumed = _interrupted_then_resumed(tmp_path, lambda out: make_config(
+        "t2ir", "tiny", output_dir=str(out), data=data, autoencoder=str(trained["autoencoder"]),
+        **{**V2T_FAST, "crop_size": 32}))
+    for name in full:
+        assert all(torch.equal(full[name][k], resumed[name][k]) for k in full[name]), name
