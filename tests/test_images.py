@@ -95,3 +95,23 @@ def test_corrupt_file_error_names_it(tmp_path):
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
     with pytest.raises(DataError, match=r"broken\.jpg.*--skip-bad"):
         read_visible(tmp_path / "broken.jpg")
+
+
+def test_poorly_fitting_thermal_range_is_warned_about(caplog):
+    """16-bit radiometric data mapped over the full bit depth uses a sliver of the range; a range far too narrow
+    clips most pixels. Both are warned about with the measured fractions; a good fit is not."""
+    import logging
+
+    from thermosynth.data.loading import fit_normalization
+
+    rng = np.random.default_rng(0)
+    radiometric = [rng.normal(30000, 300, (32, 32)).clip(0, 65535).astype(np.uint16) for _ in range(3)]
+    caplog.set_level(logging.WARNING, logger="thermosynth")
+    fit_normalization(radiometric, "fixed", None)
+    assert "fits the data poorly" in caplog.text and "of the model's range" in caplog.text
+    caplog.clear()
+    fit_normalization(radiometric, "fixed", (29990, 30010))  # far too narrow: most pixels clip
+    assert "fits the data poorly" in caplog.text
+    caplog.clear()
+    fit_normalization(radiometric, "dataset", None)
+    assert "fits the data poorly" not in caplog.text
