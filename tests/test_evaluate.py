@@ -125,3 +125,37 @@ def test_fid_on_inception_of_a_set_against_itself(tmp_path):
              "--inception-weights", os.environ["THERMOSYNTH_TEST_INCEPTION_WEIGHTS"])
     metrics = json.loads((tmp_path / "report" / "report.json").read_text())["metrics"]
     assert abs(metrics["fid_inception-v3"]) < 1e-2
+
+
+def test_sixteen_bit_data_is_scored_in_the_models_units(tmp_path, capsys):
+    """Radiometric 16-bit thermal: a perfect model's 8-bit output (the real image through the model's fixed range)
+    scores MAE under half a grey level and its 16-bit output (raw units) MAE 0. Comparing per-image stretched reals
+    with model-range outputs, as before, gave a perfect model MAE 17.7 on such data. Without a normalisation, 16-bit
+    data is refused with what to give."""
+    from thermosynth.data.normalization import ThermalNormalization
+
+    root = tmp_path / "set"
+    for folder in ("visible", "thermal", "made8", "made16"):
+        (root / folder).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    model = ThermalNormalization(mode="fixed", bit_depth=16, low=27000.0, high=33000.0)
+    for i in range(3):
+        raw = (30000 + rng.normal(0, 800, (48, 64)).cumsum(axis=1) / 8).clip(27000, 33000).astype(np.uint16)
+        Image.fromarray(raw).save(root / "thermal" / f"p{i}.png")
+        Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(root / "visible" / f"p{i}.jpg")
+        normalized = model.normalize(raw)
+        Image.fromarray(np.rint((normalized + 1) * 127.5).astype(np.uint8)).save(root / "made8" / f"p{i}.png")
+        Image.fromarray(model.denormalize(normalized)).save(root / "made16" / f"p{i}.png")
+
+    def score(made, *extra):
+        main(["evaluate", str(root), "--generated", str(root / made), "--out", str(tmp_path / made), *extra])
+        return json.loads((tmp_path / made / "report.json").read_text())
+
+    flags = ("--thermal-range", "27000", "33000")
+    eight, sixteen = score("made8", *flags), score("made16", *flags)
+    assert eight["metrics"]["mae"] < 0.5 and eight["metrics"]["ssim"] > 0.99
+    assert sixteen["metrics"]["mae"] == pytest.approx(0.0, abs=1e-9)
+    assert eight["thermal_normalization"]["low"] == 27000.0
+    with pytest.raises(SystemExit):
+        score("made8")
+    assert "is a 16-bit thermal image: say how raw values map" in capsys.readouterr().err

@@ -150,10 +150,19 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
             generation["num_inference_steps"], generation["guidance_scale"] = sampling_settings(
                 pipeline, args.steps, args.guidance, 1.0)
+    normalization = None
+    if args.thermal_normalization or args.thermal_range:  # for --generated: how the model mapped raw values
+        from thermosynth.data.images import read_thermal
+        from thermosynth.data.loading import fit_normalization
+        from thermosynth.data.sources import load_pairs
+
+        real = [read_thermal(p.thermal) for p in load_pairs(args.data, args.split, args.skip_bad)]
+        normalization = fit_normalization(real, args.thermal_normalization or "fixed", args.thermal_range)
     report = evaluate_pairs(args.data, args.split, Path(args.out), generated=args.generated and Path(args.generated),
                             pipeline=pipeline, generation=generation, skip_bad=args.skip_bad,
                             inception_weights=args.inception_weights,
-                            model=args.model and f"{args.model} ({type(pipeline).__name__})")
+                            model=args.model and f"{args.model} ({type(pipeline).__name__})",
+                            normalization=normalization)
     print(json.dumps(report["metrics"], indent=2))
     print(f"report written to {args.out}/report.md")
 
@@ -274,6 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device")
     evaluate.add_argument("--dtype", choices=("fp32", "bf16", "fp16"),
                           help="inference precision (default: fp32 on CPU, bf16 on CUDA; fp32 for --bit-depth 16)")
+    evaluate.add_argument("--thermal-normalization", choices=("fixed", "dataset", "percentile"),
+                          help="with --generated: how the model maps raw thermal values (default: a --model's own)")
+    evaluate.add_argument("--thermal-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                          help="with --generated: the raw range of a 'fixed' normalisation")
     evaluate.add_argument("--skip-bad", action="store_true")
     evaluate.add_argument("--inception-weights", metavar="PATH",
                           help="torch-fidelity's FID Inception weights (default: looked up in torch hub's cache)")

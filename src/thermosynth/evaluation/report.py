@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from thermosynth import __version__
 from thermosynth.data.errors import DataError
 from thermosynth.data.images import atomic_write, read_thermal, read_visible
+from thermosynth.data.normalization import ThermalNormalization
 from thermosynth.data.sources import PairRecord, load_pairs
 from thermosynth.evaluation.distribution import KID_SUBSETS, feature_distances
 from thermosynth.evaluation.features import EfficientNetLite0Features
@@ -39,19 +40,31 @@ from thermosynth.render import colorize, image_grid, tensor_to_rgb
 logger = logging.getLogger(__name__)
 
 PREPROCESSING = {
-    "paired": "thermal channel at the real image's native size; 8-bit grey levels (16-bit inputs are stretched "
-              "min..max per image)",
+    "paired": "thermal channel at the real image's native size, in the model's normalised range on a 0..255 scale "
+              "(real and 16-bit generated images through the model's thermal normalisation)",
     "features": EfficientNetLite0Features.preprocessing + "; aspect ratio not kept",
     "hot_mask": "Otsu threshold per image, opening radius 1, regions under 4 pixels dropped",
 }
 
 
-def _as_model_range(thermal: np.ndarray) -> torch.Tensor:
-    """(H, W) uint8 or uint16 -> (1, 1, H, W) float64 in [-1, 1]."""
-    if thermal.dtype == np.uint16:
-        low, high = float(thermal.min()), float(thermal.max())
-        thermal = ((thermal - low) / max(high - low, 1.0) * 255).round().astype(np.uint8)
-    return torch.from_numpy(thermal.astype(np.float64))[None, None] / 127.5 - 1
+def _as_model_range(thermal: np.ndarray, path: Path, normalization: ThermalNormalization | None,
+                    generated: bool = False) -> torch.Tensor:
+    """(H, W) image -> (1, 1, H, W) float64 in [-1, 1], in the model's units: real images (and 16-bit generated ones,
+    which hold raw values) through the model's thermal normalisation; 8-bit generated images are already in the
+    model's range. Without a normalisation only 8-bit images can be compared (read as 0..255)."""
+    if generated and thermal.dtype == np.uint8:
+        return torch.from_numpy(thermal.astype(np.float64))[None, None] / 127.5 - 1
+    if normalization is None:
+        if thermal.dtype == np.uint16:
+            raise DataError(f"{path} is a 16-bit thermal image: say how raw values map to the model's range. Score "
+                            "with --model (its recorded normalisation), or give --thermal-normalization / "
+                            "--thermal-range as the model was trained.")
+        return torch.from_numpy(thermal.astype(np.float64))[None, None] / 127.5 - 1
+    try:
+        values = normalization.normalize(thermal, normalization.range_of(thermal))
+    except DataError as error:
+        raise DataError(f"{path}: {error}") from error
+    return torch.from_numpy(values.astype(np.float64))[None, None]
 
 
 def trivial_predictions(visible: np.ndarray, real: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -77,16 +90,16 @@ def _cache_dir() -> Path:
     return Path(base) / "thermosynth" / "reference"
 
 
-def _reference_key(pairs: list[PairRecord], extractor_name: str) -> str:
-    digest = hashlib.sha256(extractor_name.encode())
+def _reference_key(pairs: list[PairRecord], extractor_name: str, normalization: dict | None) -> str:
+    digest = hashlib.sha256(f"{extractor_name}|{json.dumps(normalization, sort_keys=True)}".encode())
     for pair in pairs:
         stat = pair.thermal.stat()
         digest.update(f"{pair.thermal.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
     return digest.hexdigest()[:24]
 
 
-def _reference_cache(pairs: list[PairRecord], extractor_name: str) -> Path:
-    return _cache_dir() / f"{extractor_name}-{_reference_key(pairs, extractor_name)}.safetensors"
+def _reference_cache(pairs: list[PairRecord], extractor_name: str, normalization: dict | None) -> Path:
+    return _cache_dir() / f"{extractor_name}-{_reference_key(pairs, extractor_name, normalization)}.safetensors"
 
 
 def _histogram_plot(real: torch.Tensor, generated: torch.Tensor, path: Path) -> None:
@@ -136,8 +149,12 @@ def evaluate_pairs(
     skip_bad: bool = False,
     inception_weights: str | Path | None = None,
     model: str | None = None,
+    normalization: ThermalNormalization | None = None,
 ) -> dict:
     """Evaluate `generated` images (or those `pipeline` makes into ``out/generated``) against `data`'s split.
+
+    Real images are compared in the model's units: through `normalization`, by default the pipeline's recorded one
+    (needed for 16-bit data; 8-bit data without one is read as 0..255).
 
     FID (Inception-v3) and LPIPS are added when their weights are found (see optional.py); otherwise the report
     says why they are missing. `model` is recorded in the report (the folder or hub id the pipeline came from).
@@ -146,6 +163,8 @@ def evaluate_pairs(
 
     out = Path(out)
     pairs = load_pairs(data, split, skip_bad)
+    if normalization is None and pipeline is not None:
+        normalization = pipeline.normalization
     if pipeline is not None:
         generated = out / "generated"
         counts = translate_files(pipeline, [p.visible for p in pairs], generated, skip_bad=skip_bad,
@@ -165,7 +184,7 @@ def evaluate_pairs(
                 raise  # asked for by path: fail rather than write a report without it
             not_computed.append(str(reason))
     extractor = EfficientNetLite0Features()
-    cache = _reference_cache(pairs, extractor.name)
+    cache = _reference_cache(pairs, extractor.name, normalization and normalization.to_dict())
     real_features = load_file(cache)["features"] if cache.is_file() else None
     if real_features is not None:
         logger.info("reference features from cache %s", cache)
@@ -176,7 +195,8 @@ def evaluate_pairs(
         if not made_path.is_file():
             raise DataError(f"{made_path}: generated image missing for {pair.visible}. Generate it (pass --model) "
                             "or remove the pair from the split.")
-        real, made = _as_model_range(read_thermal(pair.thermal)), _as_model_range(read_thermal(made_path))
+        real = _as_model_range(read_thermal(pair.thermal), pair.thermal, normalization)
+        made = _as_model_range(read_thermal(made_path), made_path, normalization, generated=True)
         if real.shape != made.shape:
             raise DataError(f"{made_path} is {made.shape[3]}x{made.shape[2]} but the real image {pair.thermal} is "
                             f"{real.shape[3]}x{real.shape[2]}; generate at the input size.")
@@ -209,6 +229,7 @@ def evaluate_pairs(
     report = {
         "data": str(data), "split": split, "pairs": len(pairs), "model": model, "generated": str(generated),
         "generation": generation or {}, "metrics": metrics, "not_computed": not_computed,
+        "thermal_normalization": normalization and normalization.to_dict(),
         "trivial_predictors": {name: metric.compute() for name, metric in trivial.items()},
         "preprocessing": {**PREPROCESSING, "kid": f"{KID_SUBSETS} subsets of {kid_subset} images"},
         "thermosynth": __version__, "torch": torch.__version__, "machine": platform.platform(),
