@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from contextlib import contextmanager
 from pathlib import Path
 
 from thermosynth.pipelines.pix2pix import Pix2PixPipeline
@@ -49,10 +50,29 @@ def _saved_class_name(model: str) -> str:
         ) from None
 
 
-def _from_pretrained(cls, model: str, **components):
-    """cls.from_pretrained, with an unreadable weights file reported in one line with the way to replace it."""
+@contextmanager
+def _onnx_hidden_from_diffusers():
+    """diffusers' loader imports onnxruntime whenever it is installed, to recognise ONNX components (thermosynth's
+    pipelines have none); onnxruntime, installed for the ONNX face embedder, then starts its telemetry. While our
+    pipelines load, diffusers is told onnxruntime is absent (diffusers.utils.import_utils._onnx_available)."""
+    from diffusers.utils import import_utils
+
+    available = getattr(import_utils, "_onnx_available", None)
+    if available is not None:
+        import_utils._onnx_available = False
     try:
-        return cls.from_pretrained(model, **components)
+        yield
+    finally:
+        if available is not None:
+            import_utils._onnx_available = available
+
+
+def _from_pretrained(cls, model: str, **components):
+    """cls.from_pretrained without importing onnxruntime, with an unreadable weights file reported in one line with
+    the way to replace it."""
+    try:
+        with _onnx_hidden_from_diffusers():
+            return cls.from_pretrained(model, **components)
     except OSError as error:
         raise ValueError(
             f"{model}: {str(error).splitlines()[0]} The file is probably truncated or corrupted: copy it again, or "

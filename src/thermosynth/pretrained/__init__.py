@@ -28,7 +28,7 @@ def load_shipped(name: str):
     import torch
     from diffusers import AutoencoderKL
 
-    from thermosynth.pipelines import PIPELINE_CLASSES, TextToThermalPipeline
+    from thermosynth.pipelines import PIPELINE_CLASSES, TextToThermalPipeline, _from_pretrained
 
     if not is_shipped(name):
         raise ValueError(f"{name!r} is not a shipped model; shipped: {', '.join(SHIPPED)}")
@@ -46,4 +46,4 @@ def load_shipped(name: str):
         cls = TextToThermalPipeline
     else:
         cls = PIPELINE_CLASSES[class_name]
-    return cls.from_pretrained(folder, torch_dtype=torch.float32, **shared)
+    return _from_pretrained(cls, str(folder), torch_dtype=torch.float32, **shared)
