@@ -33,6 +33,11 @@ def _output_folder(text: str) -> str:
     return text
 
 
+def _add_dtype_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dtype", choices=("fp32", "bf16", "fp16"),
+                        help="inference precision (default: fp32 on CPU, bf16 on CUDA; fp32 for --bit-depth 16)")
+
+
 def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", action="append", required=True, metavar="PATH",
                         help="data set folder or .jsonl manifest (repeat for several)")
@@ -149,7 +154,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             from thermosynth.pipelines.common import sampling_settings
 
             generation["num_inference_steps"], generation["guidance_scale"] = sampling_settings(
-                pipeline, args.steps, args.guidance, 1.0)
+                pipeline, args.steps, args.guidance)
     normalization = None
     if args.thermal_normalization or args.thermal_range:  # for --generated: how the model mapped raw values
         from thermosynth.data.images import read_thermal
@@ -262,8 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     translate.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     translate.add_argument("--max-pixels", type=_positive_int, default=4_000_000,
                            help="refuse larger inputs (translation needs ~2 KB of memory per pixel)")
-    translate.add_argument("--dtype", choices=("fp32", "bf16", "fp16"),
-                           help="inference precision (default: fp32 on CPU, bf16 on CUDA; fp32 for --bit-depth 16)")
+    _add_dtype_argument(translate)
     translate.add_argument("--skip-bad", action="store_true", help="log and skip unreadable images")
     translate.set_defaults(func=cmd_translate)
 
@@ -281,8 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--batch-size", type=_positive_int, default=4)
     evaluate.add_argument("--device")
-    evaluate.add_argument("--dtype", choices=("fp32", "bf16", "fp16"),
-                          help="inference precision (default: fp32 on CPU, bf16 on CUDA; fp32 for --bit-depth 16)")
+    _add_dtype_argument(evaluate)
     evaluate.add_argument("--thermal-normalization", choices=("fixed", "dataset", "percentile"),
                           help="with --generated: how the model maps raw thermal values (default: a --model's own)")
     evaluate.add_argument("--thermal-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
@@ -327,8 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--bit-depth", type=int, default=8, choices=(8, 16))
     generate.add_argument("--palette", action="append", default=[], choices=("white-hot", "black-hot", "ironbow"))
     generate.add_argument("--device")
-    generate.add_argument("--dtype", choices=("fp32", "bf16", "fp16"),
-                          help="inference precision (default: fp32 on CPU, bf16 on CUDA; fp32 for --bit-depth 16)")
+    _add_dtype_argument(generate)
     generate.set_defaults(func=cmd_generate)
 
     demo = commands.add_parser("demo", help="train tiny models on the bundled samples and translate (CPU minutes)")

@@ -201,7 +201,8 @@ def evaluate_pairs(
             raise DataError(f"{made_path} is {made.shape[3]}x{made.shape[2]} but the real image {pair.thermal} is "
                             f"{real.shape[3]}x{real.shape[2]}; generate at the input size.")
         paired.update(made, real)
-        for name, prediction in trivial_predictions(read_visible(pair.visible), real).items():
+        visible = read_visible(pair.visible)
+        for name, prediction in trivial_predictions(visible, real).items():
             trivial.setdefault(name, PairedThermalMetrics()).update(prediction, real)
         if "fid_inception-v3" in optional:
             optional["fid_inception-v3"].update(_to_uint8_rgb(real), real=True)
@@ -216,7 +217,7 @@ def evaluate_pairs(
         fake_features.append(extractor(made))
         if len(rows) < 8:
             difference = ((made - real).abs()[0, 0].numpy() * 127.5).clip(0, 255).astype(np.uint8)
-            rows.append([read_visible(pair.visible), tensor_to_rgb(real[0]), tensor_to_rgb(made[0]),
+            rows.append([visible, tensor_to_rgb(real[0]), tensor_to_rgb(made[0]),
                          colorize(difference, "ironbow")])
 
     if real_features is None:

@@ -115,7 +115,7 @@ def load_text_pipeline(model: str) -> TextToThermalPipeline:
     return _from_pretrained(TextToThermalPipeline, model)
 
 
-INFERENCE_DTYPES = ("fp32", "bf16", "fp16")
+INFERENCE_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # --dtype name -> torch dtype
 
 
 def prepare_for_inference(pipeline, device: str | None = None, scheduler: str = "ddim", dtype: str | None = None):
@@ -125,11 +125,11 @@ def prepare_for_inference(pipeline, device: str | None = None, scheduler: str = 
     import torch
 
     if dtype is not None and dtype not in INFERENCE_DTYPES:
-        raise ValueError(f"dtype must be one of {INFERENCE_DTYPES}, got {dtype!r}")
+        raise ValueError(f"dtype must be one of {tuple(INFERENCE_DTYPES)}, got {dtype!r}")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = dtype or ("bf16" if device.startswith("cuda") else "fp32")
     pipeline.to(device)
-    pipeline.to(dtype={"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype])
+    pipeline.to(dtype=getattr(torch, INFERENCE_DTYPES[dtype]))
     logger.info("inference on %s in %s", device, dtype)
     if "scheduler" in pipeline.components:
         set_scheduler(pipeline, scheduler)

@@ -24,15 +24,14 @@ class ThermalOutputMixin:
 DEFAULT_INFERENCE_STEPS = 25
 
 
-def sampling_settings(pipeline, num_inference_steps: int | None, guidance_scale: float | None,
-                      default_guidance: float) -> tuple[int, float]:
+def sampling_settings(pipeline, num_inference_steps: int | None, guidance_scale: float | None) -> tuple[int, float]:
     """Steps and guidance for a call: as given, else as recorded with the model (its config's `sampling`, chosen on
-    validation data when it was made), else the defaults."""
+    validation data when it was made), else the defaults (25 steps, the pipeline's `default_guidance_scale`)."""
     recorded = getattr(pipeline.config, "sampling", None) or {}
     if num_inference_steps is None:
         num_inference_steps = recorded.get("num_inference_steps", DEFAULT_INFERENCE_STEPS)
     if guidance_scale is None:
-        guidance_scale = recorded.get("guidance_scale", default_guidance)
+        guidance_scale = recorded.get("guidance_scale", pipeline.default_guidance_scale)
     return int(num_inference_steps), float(guidance_scale)
 
 

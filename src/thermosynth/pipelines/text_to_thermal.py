@@ -21,6 +21,7 @@ class TextToThermalPipeline(ThermalOutputMixin, DiffusionPipeline):
     """
 
     model_cpu_offload_seq = "text_encoder->unet->vae"
+    default_guidance_scale = 3.0  # without a recorded setting
 
     def __init__(self, vae: AutoencoderKL, unet, scheduler: DDIMScheduler | DPMSolverMultistepScheduler,
                  text_encoder, tokenizer, thermal_normalization: dict | None = None,
@@ -68,7 +69,7 @@ class TextToThermalPipeline(ThermalOutputMixin, DiffusionPipeline):
         Steps and guidance default to those recorded with the model, else 25 steps with guidance 3.0."""
         # 1. Check inputs.
         check_output_type(output_type)
-        num_inference_steps, guidance_scale = sampling_settings(self, num_inference_steps, guidance_scale, 3.0)
+        num_inference_steps, guidance_scale = sampling_settings(self, num_inference_steps, guidance_scale)
         height = height or self.config.image_size[0]
         width = width or self.config.image_size[1]
         self._check(height, width, num_inference_steps)

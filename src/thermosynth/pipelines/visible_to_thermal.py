@@ -40,6 +40,7 @@ class VisibleToThermalPipeline(ThermalOutputMixin, DiffusionPipeline):
     """
 
     model_cpu_offload_seq = "vae->unet->vae"
+    default_guidance_scale = 1.0  # without a recorded setting: the conditional model alone
 
     def __init__(
         self,
@@ -96,7 +97,7 @@ class VisibleToThermalPipeline(ThermalOutputMixin, DiffusionPipeline):
         """
         # 1. Check inputs.
         check_output_type(output_type)
-        num_inference_steps, guidance_scale = sampling_settings(self, num_inference_steps, guidance_scale, 1.0)
+        num_inference_steps, guidance_scale = sampling_settings(self, num_inference_steps, guidance_scale)
         if num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
         self._check_models()

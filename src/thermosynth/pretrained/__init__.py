@@ -35,10 +35,8 @@ def load_shipped(name: str):
     folder = ROOT / name
     if not (folder / "model_index.json").is_file():
         raise FileNotFoundError(f"{folder}: the shipped model's files are missing; reinstall thermosynth.")
-    # Stored in fp16, read in fp32 (CPU arithmetic); `torch_dtype` is the name every supported diffusers takes.
-    warnings.filterwarnings("ignore", message=".*torch_dtype.*deprecated", category=FutureWarning)
-    shared = {"vae": AutoencoderKL.from_pretrained(ROOT / "autoencoder", torch_dtype=torch.float32)}
     class_name = shipped_class_name(name)
+    shared = {}
     if class_name == TextToThermalPipeline.__name__:
         from thermosynth.models.text_encoders import DEFAULT_TEXT_ENCODER, load_text_encoder
 
@@ -46,4 +44,8 @@ def load_shipped(name: str):
         cls = TextToThermalPipeline
     else:
         cls = PIPELINE_CLASSES[class_name]
-    return _from_pretrained(cls, str(folder), torch_dtype=torch.float32, **shared)
+    # Stored in fp16, read in fp32 (CPU arithmetic); `torch_dtype` is the name every supported diffusers takes.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*torch_dtype.*deprecated", category=FutureWarning)
+        shared["vae"] = AutoencoderKL.from_pretrained(ROOT / "autoencoder", torch_dtype=torch.float32)
+        return _from_pretrained(cls, str(folder), torch_dtype=torch.float32, **shared)
