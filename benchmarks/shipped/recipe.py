@@ -166,42 +166,62 @@ class Runs:
             logger.info("done %s in %.0f s", name, self.seconds[name])
 
 
-def device(data: Path, root: Path, text_encoder: Path, ae_minutes: float, unet_minutes: float, tiny: bool) -> None:
+# The V2T variants trained side by side (each with the UNet budget); the best on validation ships. First lease:
+# v-prediction vs epsilon (v won). Second lease: v-prediction at batch 64 vs 256 (the small UNet is launch-bound on
+# an H100: a larger batch costs little time per step).
+V2T_VARIANTS = {
+    "v2t-b64": ["--prediction-type", "v_prediction", "--batch-size", "64"],
+    "v2t-b256": ["--prediction-type", "v_prediction", "--batch-size", "256"],
+}
+
+
+def device(data: Path, root: Path, text_encoder: Path, ae_minutes: float, unet_minutes: float, tiny: bool,
+           autoencoder: Path | None, t2ir: bool) -> None:
+    """With `autoencoder` (an earlier lease's, e.g. the shipped one) no autoencoder is trained; its `ae_minutes`
+    still count in pix2pix's budget, which is always the autoencoder's plus the UNet's minutes."""
     root.mkdir(parents=True, exist_ok=True)
     started = time.time()
     road, hit = data / "roadscene", data / "hit-uav"
     preset = "tiny" if tiny else "base"
     runs = Runs(root)
-    ae_data = ["--data", str(road), "--data", str(hit), "--split", "train"]
-    runs.start("autoencoder", "autoencoder", *ae_data, "--preset", preset, "--time-budget", str(ae_minutes))
     runs.start("pix2pix", "pix2pix", "--data", str(road), "--split", "train", "--preset",
                "tiny" if tiny else "small", "--time-budget", str(ae_minutes + unet_minutes))
-    runs.wait("autoencoder")
-    autoencoder = str(root / "autoencoder" / "autoencoder")
-    while not (text_encoder / "config.json").is_file():  # carried by a later call
-        logger.info("waiting for the text encoder at %s", text_encoder)
-        time.sleep(5)
-    unet = ["--preset", preset, "--time-budget", str(unet_minutes), "--autoencoder", autoencoder]
-    for name, prediction in (("v2t-v", "v_prediction"), ("v2t-eps", "epsilon")):
-        runs.start(name, "v2t", "--data", str(road), "--split", "train", *unet, "--prediction-type", prediction)
-    for name, extra in (("t2ir-mask-on", ["--mask-in-boxes"]), ("t2ir-mask-off", ["--mask-loss-weight", "0"])):
-        runs.start(name, "t2ir", "--data", str(hit), "--split", "train", *unet, "--text-encoder", str(text_encoder),
-                   *extra)
-    runs.wait("v2t-v", "v2t-eps", "t2ir-mask-on", "t2ir-mask-off", "pix2pix")
-
+    if autoencoder is None:
+        ae_data = ["--data", str(road), "--data", str(hit), "--split", "train"]
+        runs.start("autoencoder", "autoencoder", *ae_data, "--preset", preset, "--time-budget", str(ae_minutes))
+        runs.wait("autoencoder")
+        autoencoder = root / "autoencoder" / "autoencoder"
+    unet = ["--preset", preset, "--time-budget", str(unet_minutes), "--autoencoder", str(autoencoder)]
+    for name, extra in V2T_VARIANTS.items():
+        runs.start(name, "v2t", "--data", str(road), "--split", "train", *unet, *extra)
+    t2ir_runs = ("t2ir-mask-on", "t2ir-mask-off") if t2ir else ()
+    if t2ir:
+        while not (text_encoder / "config.json").is_file():  # carried by a later call
+            logger.info("waiting for the text encoder at %s", text_encoder)
+            time.sleep(5)
+        for name, extra in (("t2ir-mask-on", ["--mask-in-boxes"]), ("t2ir-mask-off", ["--mask-loss-weight", "0"])):
+            runs.start(name, "t2ir", "--data", str(hit), "--split", "train", *unet,
+                       "--text-encoder", str(text_encoder), *extra)
+    runs.wait(*V2T_VARIANTS, *t2ir_runs)
+    # pix2pix trains on (the autoencoder's minutes) meanwhile: the V2T choice and test outputs use the GPU beside it
     results = root / "results"
     shutil.rmtree(results, ignore_errors=True)
     results.mkdir()
     choice = {}
     for step in (lambda: choice.update(choose_v2t(road, root, results / "choice")),
-                 lambda: translate_tests(road, root, results, choice),
-                 lambda: generate_t2ir(data / "t2ir-test-captions.jsonl", root, results),
-                 lambda: package(root, results / "pretrained", choice)):
+                 lambda: translate_tests(road, root, results, choice, "v2t"),
+                 lambda: runs.wait("pix2pix"),
+                 lambda: choose_pix2pix(road, root, results / "choice", choice),
+                 lambda: translate_tests(road, root, results, choice, "pix2pix"),
+                 lambda: t2ir and generate_t2ir(data / "t2ir-test-captions.jsonl", root, results),
+                 lambda: package(root, results / "pretrained", choice, t2ir, ships_autoencoder=autoencoder is None)):
         try:
             step()
         except Exception:  # bring back whatever else there is, with the traceback in driver.log
             logger.exception("step failed")
-    for name in ("autoencoder", "pix2pix", "v2t-v", "v2t-eps", "t2ir-mask-on", "t2ir-mask-off"):
+    for name in ("autoencoder", "pix2pix", *V2T_VARIANTS, *t2ir_runs):
+        if not (root / name).is_dir():
+            continue
         run = results / "runs" / name
         run.mkdir(parents=True)
         for item in ("config.json", "metrics.jsonl"):
@@ -213,7 +233,8 @@ def device(data: Path, root: Path, text_encoder: Path, ae_minutes: float, unet_m
     shutil.copytree(root / "logs", results / "logs")
     (results / "device.json").write_text(json.dumps({
         "seconds": runs.seconds, "failed": runs.failed, "total_seconds": time.time() - started, "choice": choice,
-        "ae_minutes": ae_minutes, "unet_minutes": unet_minutes, "machine": _machine(),
+        "ae_minutes": ae_minutes, "unet_minutes": unet_minutes, "autoencoder": str(autoencoder),
+        "v2t_variants": V2T_VARIANTS, "machine": _machine(),
     }, indent=2))
     split_into_parts(results, root / "parts")
     (root / "DONE").write_text("ok\n")
@@ -256,33 +277,44 @@ def choose_v2t(road: Path, root: Path, out: Path) -> dict:
 
     visible = [p.visible for p in load_pairs(road, "val")]
     table = []
-    for variant in ("v2t-v", "v2t-eps"):
+    for variant in V2T_VARIANTS:
         pipeline = _device_pipeline(root / variant / "pipeline")
         for guidance in GUIDANCE_CHOICES:
             folder = out / f"{variant}-g{guidance}"
             translate_files(pipeline, visible, folder, num_inference_steps=INFERENCE_STEPS, guidance_scale=guidance,
                             batch_size=8)
             table.append({"variant": variant, "guidance": guidance, **_mean_scores(road, "val", folder)})
+            shutil.rmtree(folder)  # the images behind the table stay on the device: only the table travels
             logger.info("val %s", table[-1])
-    pipeline = _device_pipeline(root / "pix2pix" / "pipeline")
-    translate_files(pipeline, visible, out / "pix2pix", batch_size=8)
-    table.append({"variant": "pix2pix", "guidance": None, **_mean_scores(road, "val", out / "pix2pix")})
-    best = max((row for row in table if row["variant"] != "pix2pix"), key=lambda r: (r["ssim"], r["psnr"]))
+    best = max(table, key=lambda r: (r["ssim"], r["psnr"]))
     (out / "table.json").write_text(json.dumps(table, indent=2))
-    for folder in out.iterdir():  # the images behind the table stay on the device: only the table travels
-        if folder.is_dir():
-            shutil.rmtree(folder)
     return {"variant": best["variant"], "guidance": best["guidance"], "steps": INFERENCE_STEPS, "val": table}
 
 
-def translate_tests(road: Path, root: Path, results: Path, choice: dict) -> None:
+def choose_pix2pix(road: Path, root: Path, out: Path, choice: dict) -> None:
+    """pix2pix's row of the validation table (no choice to make: for comparison)."""
+    from thermosynth.data.sources import load_pairs
+    from thermosynth.translate import translate_files
+
+    visible = [p.visible for p in load_pairs(road, "val")]
+    translate_files(_device_pipeline(root / "pix2pix" / "pipeline"), visible, out / "pix2pix", batch_size=8)
+    choice["val"].append({"variant": "pix2pix", "guidance": None, **_mean_scores(road, "val", out / "pix2pix")})
+    shutil.rmtree(out / "pix2pix")
+    (out / "table.json").write_text(json.dumps(choice["val"], indent=2))
+
+
+def translate_tests(road: Path, root: Path, results: Path, choice: dict, model: str) -> None:
+    """RoadScene test outputs of the chosen V2T model ("v2t") or of pix2pix ("pix2pix")."""
     from thermosynth.data.sources import load_pairs
     from thermosynth.translate import translate_files
 
     visible = [p.visible for p in load_pairs(road, "test")]
-    translate_files(_device_pipeline(root / choice["variant"] / "pipeline"), visible, results / "test-v2t",
-                    num_inference_steps=INFERENCE_STEPS, guidance_scale=choice["guidance"], batch_size=8)
-    translate_files(_device_pipeline(root / "pix2pix" / "pipeline"), visible, results / "test-pix2pix", batch_size=8)
+    if model == "v2t":
+        translate_files(_device_pipeline(root / choice["variant"] / "pipeline"), visible, results / "test-v2t",
+                        num_inference_steps=INFERENCE_STEPS, guidance_scale=choice["guidance"], batch_size=8)
+    else:
+        translate_files(_device_pipeline(root / "pix2pix" / "pipeline"), visible, results / "test-pix2pix",
+                        batch_size=8)
 
 
 def generate_t2ir(captions_file: Path, root: Path, results: Path, batch: int = 32) -> None:
@@ -307,22 +339,24 @@ def generate_t2ir(captions_file: Path, root: Path, results: Path, batch: int = 3
                 image.save(out / f"{caption['stem']}.png")
 
 
-def package(root: Path, out: Path, choice: dict) -> None:
-    """fp16 safetensors in shards of at most 15 MB: one shared autoencoder, and each model without its autoencoder
-    (and T2IR without its text encoder: the packaged MiniLM is loaded in its place)."""
+def package(root: Path, out: Path, choice: dict, t2ir: bool, ships_autoencoder: bool) -> None:
+    """fp16 safetensors in shards of at most 15 MB: one shared autoencoder (when this lease trained it), and each
+    model without its autoencoder (and T2IR without its text encoder: the packaged MiniLM is loaded in its place)."""
     import torch
 
     from thermosynth.pipelines import load_pipeline, load_text_pipeline
 
-    for name, pipeline, guidance in (
-        ("v2t-roadscene", load_pipeline(str(root / choice["variant"] / "pipeline")), choice["guidance"]),
-        ("t2ir-hituav", load_text_pipeline(str(root / "t2ir-mask-on" / "pipeline")), T2IR_GUIDANCE),
-    ):
+    models = [("v2t-roadscene", lambda: load_pipeline(str(root / choice["variant"] / "pipeline")), choice["guidance"])]
+    if t2ir:
+        models.append(("t2ir-hituav", lambda: load_text_pipeline(str(root / "t2ir-mask-on" / "pipeline")),
+                       T2IR_GUIDANCE))
+    for name, load, guidance in models:
+        pipeline = load()
         # the settings its evaluation used become the model's defaults (sampling_settings)
         pipeline.register_to_config(sampling={"num_inference_steps": INFERENCE_STEPS, "guidance_scale": guidance})
         pipeline.to(torch.float16)
         pipeline.save_pretrained(out / name, max_shard_size="15MB")
-        if not (out / "autoencoder").is_dir():
+        if ships_autoencoder and not (out / "autoencoder").is_dir():
             shutil.move(out / name / "vae", out / "autoencoder")
             shutil.copy2(root / "autoencoder" / "autoencoder" / "thermosynth.json", out / "autoencoder")
         for component in ("vae", "text_encoder", "tokenizer"):
@@ -376,6 +410,8 @@ def main() -> None:
     d.add_argument("--ae-minutes", type=float, default=3.0)
     d.add_argument("--unet-minutes", type=float, default=6.5)
     d.add_argument("--tiny", action="store_true", help="tiny presets: the CPU test of the driver")
+    d.add_argument("--autoencoder", type=Path, help="reuse this trained autoencoder instead of training one")
+    d.add_argument("--no-t2ir", dest="t2ir", action="store_false", help="train and package V2T only")
     f = steps.add_parser("finish")
     f.add_argument("parts", type=Path)
     f.add_argument("out", type=Path)
@@ -383,7 +419,8 @@ def main() -> None:
     if args.step == "prepare":
         prepare(args.shared, args.out, args.limit)
     elif args.step == "device":
-        device(args.data, args.runs, args.text_encoder, args.ae_minutes, args.unet_minutes, args.tiny)
+        device(args.data, args.runs, args.text_encoder, args.ae_minutes, args.unet_minutes, args.tiny,
+               args.autoencoder, args.t2ir)
     else:
         finish(args.parts, args.out)
 
