@@ -78,6 +78,11 @@ def _join(phrases: list[str]) -> str:
     return phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
 
 
+def _article(number: int) -> str:
+    """The article spoken before a number: "an 80", "an 11", "an 8", otherwise "a"."""
+    return "an" if str(number).startswith("8") or number in (11, 18) else "a"
+
+
 def aerial_captions(boxes: list[Box], metadata: dict, width: int, height: int) -> list[str]:
     """Captions of a drone thermal frame (HIT-UAV): detailed with positions, with counts, and short."""
     time = {True: "daytime", False: "night-time"}.get(metadata.get("daylight"), "")
@@ -85,7 +90,8 @@ def aerial_captions(boxes: list[Box], metadata: dict, width: int, height: int) -
     if "altitude_m" in metadata:
         view += f" from {metadata['altitude_m']} m"
     if "camera_angle_deg" in metadata:
-        view += f" at a {metadata['camera_angle_deg']} degree camera angle"
+        angle = metadata["camera_angle_deg"]
+        view += f" at {_article(angle)} {angle} degree camera angle"
     opening = f"a {time} {view}" if time else f"an {view}"
     counts = object_counts(boxes)
     if not counts:
