@@ -161,3 +161,12 @@ def test_paired_folder_translates_without_its_thermal_side(tiny_pipeline_dir, tm
         Image.fromarray(scene(24, 40, i)[0]).save(root / "visible" / f"v{i}.jpg")
     translate(root, "--model", tiny_pipeline_dir, "--out", tmp_path / "out")
     assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == ["v0.png", "v1.png"]
+
+
+def test_failed_generate_leaves_no_record(tmp_path, capsys):
+    """A generate that stops before its first image (here: no such model) leaves no generate.json to refuse the
+    corrected command with."""
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit):
+        main(["generate", "a car", "--model", str(tmp_path / "no-such-model"), "--out", str(out)])
+    assert not (out / "generate.json").exists()

@@ -102,6 +102,14 @@ def _dry_run(config) -> None:
         print(f"{path}: {found}")
 
 
+def _say(message: str) -> None:
+    """Print a command's closing line once, from the main process of a multi-process run."""
+    from thermosynth.distributed import is_main_process
+
+    if is_main_process():
+        print(message)
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     from thermosynth.training import train
 
@@ -110,7 +118,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         _dry_run(config)
         return
     folder = train(config)
-    print(f"model written to {folder}")
+    _say(f"model written to {folder}")
 
 
 def _load_pipeline(model: str, device: str | None, scheduler: str, dtype: str | None):
@@ -136,8 +144,8 @@ def cmd_translate(args: argparse.Namespace) -> None:
         skip_bad=args.skip_bad, max_pixels=args.max_pixels,
     )
     skipped = counts["skipped_bad"] + len(collected) - len(inputs)
-    print(f"{counts['written']} written, {counts['skipped_existing']} already there, "
-          f"{skipped} unreadable or too large skipped -> {args.out}")
+    _say(f"{counts['written']} written, {counts['skipped_existing']} already there, "
+         f"{skipped} unreadable or too large skipped -> {args.out}")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -168,6 +176,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                             inception_weights=args.inception_weights,
                             model=args.model and f"{args.model} ({type(pipeline).__name__})",
                             normalization=normalization)
+    if report is None:  # not the main process of a multi-process run: it only generated its share
+        return
     print(json.dumps(report["metrics"], indent=2))
     print(f"report written to {args.out}/report.md")
 
@@ -203,7 +213,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
                               negative_prompt=args.negative_prompt, scheduler=args.scheduler,
                               bit_depth=args.bit_depth, palettes=tuple(args.palette), device=args.device,
                               dtype=_dtype(args))
-    print(f"{len(written)} images written to {args.out}")
+    _say(f"{len(written)} images written to {args.out}")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:

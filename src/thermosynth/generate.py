@@ -1,8 +1,10 @@
 """`thermosynth generate`: N thermal images for one prompt, resumable.
 
-Image i is drawn with its own generator seeded from (seed, i), so the set does not depend on batching and an
-interrupted run resumes by writing only the missing ``OUT/<i>.png``. ``OUT/generate.json`` records the prompt and
-settings; a folder made for another prompt or seed is refused rather than mixed.
+Image i is drawn with its own generator seeded from (seed, i), and an interrupted run resumes by writing only the
+missing ``OUT/<i>.png``. Batches are formed before processes share them (`accelerate launch`), so N processes write
+byte for byte what one process writes (a different batch size changes an image at most in its last bits).
+``OUT/generate.json`` records the prompt and settings; a folder made for another prompt or seed is refused rather
+than mixed.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from thermosynth.data.images import atomic_write
+from thermosynth.distributed import is_main_process, this_process_share, wait_for_everyone
 from thermosynth.render import PALETTES, colorize
 
 logger = logging.getLogger(__name__)
@@ -40,13 +43,16 @@ def generate_images(model, prompt: str, out: Path, count: int = 4, seed: int = 0
         previous = json.loads(record.read_text())
         if previous != settings:
             raise ValueError(f"{out} holds images made with other settings ({record}); use another --out folder.")
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write(record, lambda tmp: tmp.write_text(json.dumps(settings, indent=2) + "\n"))
 
     targets = [out / f"{i:04d}.png" for i in range(count)]
-    done = [t.is_file() and all((out / p / t.name).is_file() for p in palettes) for t in targets]
-    todo = [i for i in range(count) if not done[i]]
+
+    def missing(i: int) -> bool:
+        return not (targets[i].is_file() and all((out / p / targets[i].name).is_file() for p in palettes))
+
+    batches = [list(range(start, min(start + batch_size, count))) for start in range(0, count, batch_size)]
+    todo = [chunk for chunk in ([i for i in batch if missing(i)] for batch in this_process_share(batches)) if chunk]
     if not todo:
+        wait_for_everyone()
         return targets
     if isinstance(model, (str, Path)):
         from thermosynth.pipelines import load_text_pipeline, prepare_for_inference
@@ -55,15 +61,17 @@ def generate_images(model, prompt: str, out: Path, count: int = 4, seed: int = 0
     else:
         pipeline = model
     output_type = "pil16" if bit_depth == 16 else "pil"
-    for start in tqdm(range(0, len(todo), batch_size), desc="generate", unit="batch"):
-        chunk = todo[start : start + batch_size]
+    for chunk in tqdm(todo, desc="generate", unit="batch", disable=not is_main_process()):
         generators = [torch.Generator().manual_seed(seed * 1_000_003 + i) for i in chunk]
         images = pipeline([prompt] * len(chunk), negative_prompt=negative_prompt, generator=generators,
                           num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                           output_type=output_type).images
+        if not record.is_file():  # written with the first image: a run that fails before leaves nothing behind
+            atomic_write(record, lambda tmp: tmp.write_text(json.dumps(settings, indent=2) + "\n"))
         for i, image in zip(chunk, images, strict=True):
             atomic_write(targets[i], lambda tmp, im=image: im.save(tmp, format="PNG"))
             for palette in palettes:
                 rendering = Image.fromarray(colorize(np.asarray(image), palette))
                 atomic_write(out / palette / targets[i].name, lambda tmp, r=rendering: r.save(tmp, format="PNG"))
+    wait_for_everyone()  # every process returns once the whole set is written
     return targets

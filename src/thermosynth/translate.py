@@ -1,7 +1,9 @@
 """Batch translation of image files with a VisibleToThermalPipeline: the engine behind `thermosynth translate`.
 
 Resumable: outputs are written atomically and inputs whose output exists are skipped. Each image's noise comes
-from (seed, file name), so an output does not depend on batch size, on the order of inputs, or on resumption.
+from (seed, file name), so the order of inputs, the batch size and resumption change an output at most in its last
+bits (through the other images in its batch). Batches are formed before processes share them, so N processes of
+`accelerate launch` write byte for byte what one process writes.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from tqdm.auto import tqdm
 from thermosynth.data.errors import DataError
 from thermosynth.data.images import atomic_write, list_images, read_visible
 from thermosynth.data.sources import is_thermal_only, load_pairs, load_visible_images
+from thermosynth.distributed import is_main_process, summed_counts, this_process_share
 from thermosynth.render import PALETTES, colorize
 
 logger = logging.getLogger(__name__)
@@ -57,8 +60,9 @@ def collect_inputs(inputs: list[str | os.PathLike], split: str | None = None, sk
 MAX_PIXELS = 4_000_000
 
 
-def check_input(path: Path, max_pixels: int = MAX_PIXELS) -> None:
-    """Readable header and at most `max_pixels` pixels, or a DataError naming the file and the fix (no decoding)."""
+def check_input(path: Path, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
+    """The image's (width, height) from a readable header with at most `max_pixels` pixels, or a DataError naming
+    the file and the fix (no decoding)."""
     try:
         with Image.open(path) as image:
             width, height = image.size
@@ -73,6 +77,7 @@ def check_input(path: Path, max_pixels: int = MAX_PIXELS) -> None:
             f"{max_pixels / 1e6:.1f} million (translation needs about 2 KB of memory per pixel). Downscale it, or "
             "raise --max-pixels if this machine has the memory."
         )
+    return width, height
 
 
 def check_inputs(paths: list[Path], max_pixels: int = MAX_PIXELS, skip_bad: bool = False) -> list[Path]:
@@ -108,7 +113,8 @@ def translate_files(
 ) -> dict[str, int]:
     """Translate every input to ``out_dir/<stem>.png`` (palette renderings in ``out_dir/<palette>/``).
 
-    Returns counts: written, skipped_existing, skipped_bad.
+    Returns counts: written, skipped_existing, skipped_bad (summed over processes). Under `accelerate launch` each
+    process translates its own contiguous share of `inputs`.
     """
     if bit_depth not in (8, 16):
         raise ValueError(f"bit depth must be 8 or 16, got {bit_depth}")
@@ -116,58 +122,56 @@ def translate_files(
         if palette not in PALETTES:
             raise ValueError(f"unknown palette {palette!r}; choose from {PALETTES}")
     out_dir = Path(out_dir)
-    counts = {"written": 0, "skipped_existing": 0, "skipped_bad": 0}
-
-    todo = []
+    # Every process checks and groups all inputs alike, so a batch holds the same images however many processes
+    # share the batches; bad inputs are counted once, by the main process.
+    by_size: dict[tuple[int, int], list[Path]] = defaultdict(list)
+    bad = 0
     for path in inputs:
-        targets = [out_dir / f"{path.stem}.png", *(out_dir / p / f"{path.stem}.png" for p in palettes)]
-        if all(t.is_file() for t in targets):
-            counts["skipped_existing"] += 1
-            continue
         try:
-            check_input(path, max_pixels)
+            by_size[check_input(path, max_pixels)].append(path)
         except DataError as error:
             if not skip_bad:
                 raise
-            logger.warning("skipped: %s", error)
-            counts["skipped_bad"] += 1
-            continue
-        todo.append(path)
-
-    by_size: dict[tuple[int, int], list[Path]] = defaultdict(list)
-    for path in todo:
-        with Image.open(path) as image:
-            by_size[image.size].append(path)
+            bad += 1
+            if is_main_process():
+                logger.warning("skipped: %s", error)
+    batches = [paths[i : i + batch_size] for paths in by_size.values() for i in range(0, len(paths), batch_size)]
+    mine = this_process_share(batches)
+    counts = {"written": 0, "skipped_existing": 0, "skipped_bad": bad if is_main_process() else 0}
 
     output_type = "pil16" if bit_depth == 16 else "pil"
-    progress = tqdm(total=len(todo), desc="translate", unit="img")
-    for paths in by_size.values():
-        for start in range(0, len(paths), batch_size):
-            chunk, images = [], []
-            for path in paths[start : start + batch_size]:
-                try:
-                    images.append(read_visible(path))
-                    chunk.append(path)
-                except DataError as error:
-                    if not skip_bad:
-                        raise
-                    logger.warning("skipped: %s", error)
-                    counts["skipped_bad"] += 1
-                    progress.update(1)
-            if not chunk:
+    progress = tqdm(total=sum(map(len, mine)), desc="translate", unit="img", disable=not is_main_process())
+    for batch in mine:
+        chunk, images = [], []
+        for path in batch:
+            targets = [out_dir / f"{path.stem}.png", *(out_dir / p / f"{path.stem}.png" for p in palettes)]
+            if all(t.is_file() for t in targets):
+                counts["skipped_existing"] += 1
+                progress.update(1)
                 continue
-            generators = [torch.Generator().manual_seed(image_seed(seed, p)) for p in chunk]
-            results = pipeline(
-                images, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                generator=generators, output_type=output_type,
-            ).images
-            for path, result in zip(chunk, results, strict=True):
-                atomic_write(out_dir / f"{path.stem}.png", lambda tmp, r=result: r.save(tmp, format="PNG"))
-                for palette in palettes:
-                    rendering = Image.fromarray(colorize(np.asarray(result), palette))
-                    atomic_write(out_dir / palette / f"{path.stem}.png",
-                                 lambda tmp, r=rendering: r.save(tmp, format="PNG"))
-                counts["written"] += 1
-            progress.update(len(chunk))
+            try:
+                images.append(read_visible(path))
+                chunk.append(path)
+            except DataError as error:
+                if not skip_bad:
+                    raise
+                logger.warning("skipped: %s", error)
+                counts["skipped_bad"] += 1
+                progress.update(1)
+        if not chunk:
+            continue
+        generators = [torch.Generator().manual_seed(image_seed(seed, p)) for p in chunk]
+        results = pipeline(
+            images, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+            generator=generators, output_type=output_type,
+        ).images
+        for path, result in zip(chunk, results, strict=True):
+            atomic_write(out_dir / f"{path.stem}.png", lambda tmp, r=result: r.save(tmp, format="PNG"))
+            for palette in palettes:
+                rendering = Image.fromarray(colorize(np.asarray(result), palette))
+                atomic_write(out_dir / palette / f"{path.stem}.png",
+                             lambda tmp, r=rendering: r.save(tmp, format="PNG"))
+            counts["written"] += 1
+        progress.update(len(chunk))
     progress.close()
-    return counts
+    return summed_counts(counts)

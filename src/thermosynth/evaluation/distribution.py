@@ -12,6 +12,7 @@ from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
+from thermosynth.distributed import SCORED_ALONE
 from thermosynth.evaluation.features import EfficientNetLite0Features
 
 
@@ -32,8 +33,9 @@ def _extractor(extractor: nn.Module | None) -> nn.Module:
 
 
 def frechet_distance_metric(extractor: nn.Module | None = None) -> FrechetInceptionDistance:
-    """A Fréchet distance metric on `extractor` features. `update(images, real=...)` takes (N, C, H, W) in [-1, 1]."""
-    return FrechetInceptionDistance(feature=_extractor(extractor), reset_real_features=False)
+    """A Fréchet distance metric on `extractor` features. `update(images, real=...)` takes (N, C, H, W) in [-1, 1].
+    Like every metric here it is computed by one process over all the data (SCORED_ALONE)."""
+    return FrechetInceptionDistance(feature=_extractor(extractor), reset_real_features=False, **SCORED_ALONE)
 
 
 KID_SUBSETS = 100
@@ -43,7 +45,7 @@ def kernel_distance_metric(extractor: nn.Module | None = None, subset_size: int 
                            subsets: int = KID_SUBSETS) -> KernelInceptionDistance:
     """KID on `extractor` features: mean and std over `subsets` random subsets of `subset_size` images."""
     return KernelInceptionDistance(feature=_extractor(extractor), subset_size=subset_size, subsets=subsets,
-                                   reset_real_features=False)
+                                   reset_real_features=False, **SCORED_ALONE)
 
 
 def metric_name(kind: str, extractor: nn.Module) -> str:

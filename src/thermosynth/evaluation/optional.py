@@ -43,13 +43,13 @@ def find_inception_weights(path: str | os.PathLike | None = None) -> Path:
     return candidate
 
 
-def inception_fid_metric(weights_path: str | os.PathLike | None = None):
+def inception_fid_metric(weights_path: str | os.PathLike | None = None, **metric_options):
     """torchmetrics' FrechetInceptionDistance (2048-d pool features) with local weights; takes uint8 (B, 3, H, W)."""
     weights = find_inception_weights(weights_path)
     try:
         from torchmetrics.image.fid import FrechetInceptionDistance
 
-        return FrechetInceptionDistance(feature=2048, feature_extractor_weights_path=str(weights))
+        return FrechetInceptionDistance(feature=2048, feature_extractor_weights_path=str(weights), **metric_options)
     except (ImportError, ModuleNotFoundError) as error:
         raise MetricUnavailable(
             f"FID not computed: torchmetrics needs torch-fidelity (and its torchvision) for Inception ({error}). "
@@ -57,7 +57,7 @@ def inception_fid_metric(weights_path: str | os.PathLike | None = None):
         ) from error
 
 
-def lpips_metric():
+def lpips_metric(**metric_options):
     """torchmetrics' LPIPS (AlexNet backbone, inputs in [-1, 1]) when torchvision and the AlexNet weights are here."""
     weights = _hub_checkpoint(ALEXNET_WEIGHTS_FILE)
     if not weights.is_file():
@@ -68,6 +68,6 @@ def lpips_metric():
     try:
         from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
 
-        return LearnedPerceptualImagePatchSimilarity(net_type="alex", normalize=False)
+        return LearnedPerceptualImagePatchSimilarity(net_type="alex", normalize=False, **metric_options)
     except (ImportError, ModuleNotFoundError, RuntimeError) as error:
         raise MetricUnavailable(f"LPIPS not computed: torchmetrics' LPIPS needs torchvision ({error}).") from error

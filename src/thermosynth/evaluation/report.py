@@ -30,6 +30,7 @@ from thermosynth.data.errors import DataError
 from thermosynth.data.images import atomic_write, read_thermal, read_visible
 from thermosynth.data.normalization import ThermalNormalization
 from thermosynth.data.sources import PairRecord, load_pairs
+from thermosynth.distributed import SCORED_ALONE, is_main_process
 from thermosynth.evaluation.distribution import KID_SUBSETS, feature_distances
 from thermosynth.evaluation.features import EfficientNetLite0Features
 from thermosynth.evaluation.optional import MetricUnavailable, inception_fid_metric, lpips_metric
@@ -150,7 +151,7 @@ def evaluate_pairs(
     inception_weights: str | Path | None = None,
     model: str | None = None,
     normalization: ThermalNormalization | None = None,
-) -> dict:
+) -> dict | None:
     """Evaluate `generated` images (or those `pipeline` makes into ``out/generated``) against `data`'s split.
 
     Real images are compared in the model's units: through `normalization`, by default the pipeline's recorded one
@@ -158,6 +159,8 @@ def evaluate_pairs(
 
     FID (Inception-v3) and LPIPS are added when their weights are found (see optional.py); otherwise the report
     says why they are missing. `model` is recorded in the report (the folder or hub id the pipeline came from).
+    Under `accelerate launch` every process generates its share, and the main process alone scores and returns the
+    report (the others return None).
     """
     from thermosynth.translate import translate_files
 
@@ -169,14 +172,17 @@ def evaluate_pairs(
         generated = out / "generated"
         counts = translate_files(pipeline, [p.visible for p in pairs], generated, skip_bad=skip_bad,
                                  **(generation or {}))
-        logger.info("generation: %s", counts)
+        logger.info("generation: %s", counts)  # counted over all processes: every share is written now
+    if not is_main_process():
+        return None
     if generated is None:
         raise ValueError("give either generated images (a folder) or a model to make them")
 
-    paired, hot, histogram = PairedThermalMetrics(), HotRegionIoU(), IntensityHistogramDistance()
+    paired, hot, histogram = (PairedThermalMetrics(**SCORED_ALONE), HotRegionIoU(**SCORED_ALONE),
+                              IntensityHistogramDistance(**SCORED_ALONE))
     optional, not_computed = {}, []
-    for name, factory in (("fid_inception-v3", lambda: inception_fid_metric(inception_weights)),
-                          ("lpips_alex", lpips_metric)):
+    for name, factory in (("fid_inception-v3", lambda: inception_fid_metric(inception_weights, **SCORED_ALONE)),
+                          ("lpips_alex", lambda: lpips_metric(**SCORED_ALONE))):
         try:
             optional[name] = factory()
         except MetricUnavailable as reason:
@@ -203,7 +209,7 @@ def evaluate_pairs(
         paired.update(made, real)
         visible = read_visible(pair.visible)
         for name, prediction in trivial_predictions(visible, real).items():
-            trivial.setdefault(name, PairedThermalMetrics()).update(prediction, real)
+            trivial.setdefault(name, PairedThermalMetrics(**SCORED_ALONE)).update(prediction, real)
         if "fid_inception-v3" in optional:
             optional["fid_inception-v3"].update(_to_uint8_rgb(real), real=True)
             optional["fid_inception-v3"].update(_to_uint8_rgb(made), real=False)

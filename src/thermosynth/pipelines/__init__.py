@@ -119,14 +119,17 @@ INFERENCE_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  #
 
 
 def prepare_for_inference(pipeline, device: str | None = None, scheduler: str = "ddim", dtype: str | None = None):
-    """Ready a loaded pipeline for the commands: on `device` (default: CUDA when available) in `dtype` (fp32, bf16
-    or fp16; default fp32 on the CPU and bf16 on CUDA), with the `scheduler` sampler where it samples (pix2pix does
-    not), and without per-step progress bars (the commands show their own). Logs the device and precision used."""
+    """Ready a loaded pipeline for the commands: on `device` (default: this process's GPU when there is one, so
+    each process of `accelerate launch` uses its own) in `dtype` (fp32, bf16 or fp16; default fp32 on the CPU and
+    bf16 on CUDA), with the `scheduler` sampler where it samples (pix2pix does not), and without per-step progress
+    bars (the commands show their own). Logs the device and precision used."""
     import torch
+
+    from thermosynth.distributed import process_device
 
     if dtype is not None and dtype not in INFERENCE_DTYPES:
         raise ValueError(f"dtype must be one of {tuple(INFERENCE_DTYPES)}, got {dtype!r}")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = process_device(device)
     dtype = dtype or ("bf16" if device.startswith("cuda") else "fp32")
     pipeline.to(device)
     pipeline.to(dtype=getattr(torch, INFERENCE_DTYPES[dtype]))

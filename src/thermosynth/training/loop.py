@@ -21,9 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.utils import DistributedType
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
+from thermosynth.distributed import uses_cpu
 from thermosynth.training.checkpoint import checkpoint_dirs, checkpoint_state, load_checkpoint, save_checkpoint
 from thermosynth.training.config import TrainConfig, load_config
 
@@ -89,7 +91,7 @@ def prepare_run_dir(config: TrainConfig) -> Path:
                 "Use a new --out folder, or repeat the original command to resume it."
             )
     run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / ".config.json.tmp"
+    tmp = run_dir / f".config.json.{os.getpid()}.tmp"  # processes of one run may write it at once
     config.save(tmp)
     os.replace(tmp, saved)
     return run_dir
@@ -137,6 +139,20 @@ class MetricsLog:
             self.writer.close()
 
 
+class _ModelWithLoss(torch.nn.Module):
+    """The trained model with its task's loss as forward(). accelerate wraps this module (DDP, FSDP), so the loss
+    always runs through the wrapper's forward, which is what synchronises gradients, however the loss reaches into
+    the model (`vae.encode`, `model.generator`)."""
+
+    def __init__(self, model: torch.nn.Module, compute_loss: Callable):
+        super().__init__()
+        self.model = model
+        self.compute_loss = compute_loss
+
+    def forward(self, batch: dict[str, torch.Tensor], generator: torch.Generator):
+        return self.compute_loss(self.model, batch, generator)
+
+
 def _with_ema_weights(model: torch.nn.Module, ema: EMAModel, fn: Callable[[], object]):
     ema.store(model.parameters())
     ema.copy_to(model.parameters())
@@ -179,8 +195,13 @@ def run_training(task: TrainingTask) -> Path:
     config = task.config
     run_dir = prepare_run_dir(config)
     accelerator = Accelerator(
-        mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.gradient_accumulation_steps
+        mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.gradient_accumulation_steps,
+        cpu=uses_cpu(),
     )
+    if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        # EMA, checkpoints and exports read each parameter whole in every process; sharding would corrupt them
+        raise ValueError(f"{accelerator.distributed_type.value} is not supported by thermosynth's training loop: "
+                         "launch with DDP (`accelerate launch --multi_gpu`); every preset fits one GPU's memory.")
     model = task.model.float().train()
     ema = EMAModel(model.parameters(), decay=config.ema_decay, model_cls=type(model), model_config=model.config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay,
@@ -198,11 +219,18 @@ def run_training(task: TrainingTask) -> Path:
             config.steps = start
             prepare_run_dir(config)
         export = run_dir / task.export_name
-        return export if export.is_dir() else _export(task, model, ema, run_dir)
+        if not export.is_dir() and accelerator.is_main_process:
+            _export(task, model, ema, run_dir)
+        accelerator.wait_for_everyone()
+        return export
 
-    model, optimizer = accelerator.prepare(model, optimizer)
-    raw_model = accelerator.unwrap_model(model)
+    trained, optimizer = accelerator.prepare(_ModelWithLoss(model, task.compute_loss), optimizer)
+    raw_model = accelerator.unwrap_model(trained).model
     ema.to(accelerator.device)
+    if accelerator.is_main_process:
+        logger.info("training on %d process%s (%s, %s)", accelerator.num_processes,
+                    "es" if accelerator.num_processes > 1 else "", accelerator.distributed_type.value,
+                    accelerator.device)
     log = MetricsLog(run_dir / "metrics.jsonl", start, accelerator.is_main_process)
     progress = tqdm(
         total=config.steps, initial=start, desc=f"train {config.task}", disable=not accelerator.is_main_process
@@ -217,12 +245,12 @@ def run_training(task: TrainingTask) -> Path:
         for micro in range(config.gradient_accumulation_steps):
             generator = step_generator(config.seed, accelerator.process_index, step, micro)
             batch = {k: v.to(accelerator.device) for k, v in task.draw_batch(generator).items()}
-            with accelerator.accumulate(model):
+            with accelerator.accumulate(trained):
                 with accelerator.autocast():
-                    loss, extras = task.compute_loss(model, batch, generator)
+                    loss, extras = trained(batch, generator)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and config.max_grad_norm is not None:
-                    accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                    accelerator.clip_grad_norm_(trained.parameters(), config.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
         done = step + 1

@@ -31,6 +31,7 @@ from thermosynth.data.images import read_thermal
 from thermosynth.data.masks import HotMaskSpec, hot_mask, mask_weights
 from thermosynth.data.normalization import ThermalNormalization
 from thermosynth.data.sources import Box, read_voc_boxes
+from thermosynth.distributed import process_state
 from thermosynth.models.configs import build_t2ir_unet
 from thermosynth.models.text_encoders import encode_prompts, hidden_size, load_text_encoder
 from thermosynth.pipelines.text_to_thermal import TextToThermalPipeline
@@ -184,7 +185,7 @@ class CaptionedLatents:
 def build_task(config: T2IRTrainConfig) -> TrainingTask:
     autoencoder_dir = Path(config.autoencoder)
     normalization = load_normalization(autoencoder_dir)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = process_state().device  # the frozen parts sit where this process trains
     vae = AutoencoderKL.from_pretrained(autoencoder_dir).eval().requires_grad_(False).to(device)
     if config.decoder_checkpointing:
         vae.enable_gradient_checkpointing()

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from thermosynth.data.augment import center_crop
 from thermosynth.data.datasets import PairedImages
 from thermosynth.data.loading import load_paired_arrays
+from thermosynth.distributed import process_state
 from thermosynth.models.configs import build_v2t_unet
 from thermosynth.pipelines.visible_to_thermal import VisibleToThermalPipeline
 from thermosynth.training.autoencoder import load_normalization
@@ -112,7 +113,7 @@ def build_task(config: V2TTrainConfig) -> TrainingTask:
     autoencoder_dir = Path(config.autoencoder)
     normalization = load_normalization(autoencoder_dir)
     vae = AutoencoderKL.from_pretrained(autoencoder_dir).eval().requires_grad_(False)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = process_state().device  # the frozen parts sit where this process trains
     vae.to(device)
     pairs = PairedImages(load_paired_arrays(data.paths, data.split, data.skip_bad, data.max_side), normalization)
     latents = LatentPairs(pairs, vae, config.crop_size)

@@ -1,0 +1,69 @@
+"""Running on several processes: one home for how thermosynth asks accelerate which process it is.
+
+A command started plainly runs as one process and every helper here is a no-op. Started by `accelerate launch`
+(or torchrun) it runs once per process: training averages gradients across them (DDP, or FSDP from an accelerate
+config), and `translate`, `generate` and `evaluate` split their inputs so each process makes a contiguous share.
+Every output depends only on its input and seed, never on which process made it, so N processes write exactly
+the files one process writes.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+import torch
+from accelerate import PartialState
+from accelerate.utils import gather_object, parse_flag_from_env
+
+T = TypeVar("T")
+
+# torchmetrics options for a metric one process computes over all the data: torchmetrics otherwise gathers its
+# state from every process on compute() whenever a process group exists, and waits for processes that never come.
+SCORED_ALONE = {"sync_on_compute": False}
+
+
+def uses_cpu() -> bool:
+    """On a machine without CUDA, processes launched together talk over gloo on the CPU (accelerate's multi-CPU
+    mode, which it enters only when asked for the CPU); `ACCELERATE_USE_CPU=1` asks for it on a GPU machine."""
+    return parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available()
+
+
+def process_state() -> PartialState:
+    """accelerate's per-process state (made on the first call, shared by every later one and by `Accelerator`):
+    rank, count, and the device this process owns (`cuda:<local rank>` with GPUs)."""
+    return PartialState(cpu=uses_cpu())
+
+
+def process_device(device: str | None = None) -> str:
+    """`device` when given, else this process's own device."""
+    return device or str(process_state().device)
+
+
+def is_main_process() -> bool:
+    return process_state().is_main_process
+
+
+def this_process_share(items: list[T]) -> list[T]:
+    """The contiguous part of `items` this process works on: all of them for a single process. Split the full,
+    fixed list (not what is left to do), so processes that look at the disk at different moments agree."""
+    state = process_state()
+    if state.num_processes == 1:
+        return list(items)
+    with state.split_between_processes(list(items)) as share:
+        return list(share)
+
+
+def wait_for_everyone() -> None:
+    process_state().wait_for_everyone()
+
+
+def summed_counts(counts: dict[str, int]) -> dict[str, int]:
+    """Every process's counts added up (each process gets the totals)."""
+    if process_state().num_processes == 1:
+        return counts
+    totals: dict[str, int] = {}
+    for part in gather_object([counts]):
+        for key, value in part.items():
+            totals[key] = totals.get(key, 0) + value
+    return totals
+
