@@ -168,6 +168,7 @@ def _export(task: TrainingTask, model: torch.nn.Module, ema: EMAModel, run_dir: 
     tmp = run_dir / f".{task.export_name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     model.eval()
+    logger.info("exporting the EMA weights to %s", final)
     _with_ema_weights(model, ema, lambda: task.export(model, tmp))
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
@@ -285,6 +286,7 @@ def run_training(task: TrainingTask) -> Path:
             if accelerator.is_main_process:
                 raw_model.eval()
                 grid = run_dir / "samples" / f"step-{done:07d}.png"
+                logger.info("step %d: validating with the EMA weights (sampling a grid into %s)", done, grid)
                 grid.parent.mkdir(exist_ok=True)
                 metrics = _with_ema_weights(raw_model, ema, lambda: task.validate(raw_model, grid))  # noqa: B023
                 log.write(done, {f"val/{k}": v for k, v in metrics.items()})
