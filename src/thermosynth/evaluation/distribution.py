@@ -7,6 +7,8 @@ results are named ``fd_efficientnet-lite0`` / ``kid_efficientnet-lite0``, never 
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
@@ -44,8 +46,10 @@ KID_SUBSETS = 100
 def kernel_distance_metric(extractor: nn.Module | None = None, subset_size: int = 100,
                            subsets: int = KID_SUBSETS) -> KernelInceptionDistance:
     """KID on `extractor` features: mean and std over `subsets` random subsets of `subset_size` images."""
-    return KernelInceptionDistance(feature=_extractor(extractor), subset_size=subset_size, subsets=subsets,
-                                   reset_real_features=False, **SCORED_ALONE)
+    with warnings.catch_warnings():  # torchmetrics' notice that features are kept in memory: nothing to act on
+        warnings.filterwarnings("ignore", message=".*will save all extracted features in buffer")
+        return KernelInceptionDistance(feature=_extractor(extractor), subset_size=subset_size, subsets=subsets,
+                                       reset_real_features=False, **SCORED_ALONE)
 
 
 def metric_name(kind: str, extractor: nn.Module) -> str:

@@ -132,7 +132,10 @@ def prepare_for_inference(pipeline, device: str | None = None, scheduler: str = 
     device = process_device(device)
     dtype = dtype or ("bf16" if device.startswith("cuda") else "fp32")
     pipeline.to(device)
-    pipeline.to(dtype=getattr(torch, INFERENCE_DTYPES[dtype]))
+    target = getattr(torch, INFERENCE_DTYPES[dtype])
+    modules = [m for m in pipeline.components.values() if isinstance(m, torch.nn.Module)]
+    if any(p.dtype != target for m in modules for p in m.parameters()):  # a no-op cast still warns in diffusers
+        pipeline.to(dtype=target)
     logger.info("inference on %s in %s", device, dtype)
     if "scheduler" in pipeline.components:
         set_scheduler(pipeline, scheduler)
