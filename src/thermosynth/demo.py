@@ -20,6 +20,7 @@ from PIL import Image, ImageDraw
 
 from thermosynth.data.images import atomic_write, read_thermal, read_visible
 from thermosynth.data.sources import roadscene_pairs
+from thermosynth.pretrained import SHIPPED, is_installed
 from thermosynth.render import PALETTES, colorize
 
 logger = logging.getLogger(__name__)
@@ -36,12 +37,6 @@ DEMO_PROMPTS = (
 SHEET_HEIGHT = 192  # each picture's height on the sheet
 
 
-def shipped_models_installed() -> bool:
-    from thermosynth.pretrained import ROOT, SHIPPED
-
-    return all((ROOT / name / "model_index.json").is_file() for name in SHIPPED)
-
-
 def run_demo(out: Path, steps: int | None = None, ae_steps: int = 250, v2t_steps: int = 500) -> Path:
     """Write the demo into `out`; returns the contact sheet's HTML page. `steps` overrides the sampling steps."""
     from thermosynth.pipelines import load_pipeline, load_text_pipeline, prepare_for_inference
@@ -50,7 +45,8 @@ def run_demo(out: Path, steps: int | None = None, ae_steps: int = 250, v2t_steps
     out = Path(out)
     test_pairs = roadscene_pairs(SAMPLES / "roadscene", "test")
     rows = []
-    if shipped_models_installed():
+    shipped = all(is_installed(name) for name in SHIPPED)
+    if shipped:
         print("Shipped models found: translating 3 held-out street scenes with v2t-roadscene, then generating "
               f"{len(DEMO_PROMPTS)} images from text with t2ir-hituav (no training).", flush=True)
         v2t = prepare_for_inference(load_pipeline("v2t-roadscene"))
@@ -66,7 +62,7 @@ def run_demo(out: Path, steps: int | None = None, ae_steps: int = 250, v2t_steps
                      [("visible", read_visible(pair.visible)), ("real thermal", _rgb(read_thermal(pair.thermal))),
                       *_renderings(made)]))
 
-    if shipped_models_installed():
+    if shipped:
         from thermosynth.generate import generate_images
 
         t2ir = prepare_for_inference(load_text_pipeline("t2ir-hituav"))

@@ -19,6 +19,11 @@ def is_shipped(name: str) -> bool:
     return name in SHIPPED
 
 
+def is_installed(name: str) -> bool:
+    """The shipped model's files are in the package (a checkout may leave the weights out)."""
+    return is_shipped(name) and (ROOT / name / "model_index.json").is_file()
+
+
 def shipped_class_name(name: str) -> str:
     return json.loads((ROOT / name / "model_index.json").read_text())["_class_name"]
 
@@ -33,7 +38,7 @@ def load_shipped(name: str):
     if not is_shipped(name):
         raise ValueError(f"{name!r} is not a shipped model; shipped: {', '.join(SHIPPED)}")
     folder = ROOT / name
-    if not (folder / "model_index.json").is_file():
+    if not is_installed(name):
         raise FileNotFoundError(f"{folder}: the shipped model's files are missing; reinstall thermosynth.")
     class_name = shipped_class_name(name)
     shared = {}

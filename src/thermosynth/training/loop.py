@@ -140,7 +140,7 @@ class MetricsLog:
 
 
 class _ModelWithLoss(torch.nn.Module):
-    """The trained model with its task's loss as forward(). accelerate wraps this module (DDP, FSDP), so the loss
+    """The trained model with its task's loss as forward(). accelerate wraps this module (DDP), so the loss
     always runs through the wrapper's forward, which is what synchronises gradients, however the loss reaches into
     the model (`vae.encode`, `model.generator`)."""
 
