@@ -1,4 +1,4 @@
-"""The `thermosynth` command: caption | masks | train | generate | translate | evaluate | demo."""
+"""The `thermosynth` command: caption | masks | train | generate | translate | evaluate | demo | serve."""
 
 from __future__ import annotations
 
@@ -224,6 +224,23 @@ def cmd_demo(args: argparse.Namespace) -> None:
           f"{page.parent}/generated")
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    from thermosynth.pretrained import SHIPPED, is_installed, is_shipped
+
+    for flag, model in (("--v2t", args.v2t), ("--t2ir", args.t2ir)):
+        if is_shipped(model) and not is_installed(model):
+            raise ValueError(f"the shipped model {model} is not installed: give {flag} a trained model's pipeline "
+                             f"folder (shipped: {', '.join(SHIPPED)})")
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        raise ValueError("the web app needs Gradio: pip install 'thermosynth[app]'") from None
+    from thermosynth.app import MAX_PIXELS, serve
+
+    serve(args.v2t, args.t2ir, host=args.host, port=args.port, device=args.device, dtype=args.dtype,
+          max_pixels=args.max_pixels or MAX_PIXELS)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from thermosynth import __version__
 
@@ -356,6 +373,24 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--v2t-steps", type=_positive_int, default=500,
                       help="without shipped models only: tiny V2T training steps (default: 500)")
     demo.set_defaults(func=cmd_demo)
+
+    serve = commands.add_parser(
+        "serve", help="a web app (Gradio) for translation, text to infrared and palettes",
+        description="Serves a page with three tabs: visible to thermal, text to infrared, palettes. Listens on "
+        "127.0.0.1 (this machine only) unless --host says otherwise. Needs the app extra: "
+        "pip install 'thermosynth[app]'.")
+    serve.add_argument("--v2t", default="v2t-roadscene", help="translation model: shipped name, pipeline folder or "
+                       "hub id (default: v2t-roadscene)")
+    serve.add_argument("--t2ir", default="t2ir-hituav", help="text-to-infrared model: shipped name, pipeline folder "
+                       "or hub id (default: t2ir-hituav)")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default: 127.0.0.1; 0.0.0.0 opens it to the network)")
+    serve.add_argument("--port", type=_positive_int, default=7860)
+    serve.add_argument("--max-pixels", type=_positive_int,
+                       help="refuse uploads larger than this (default: 1 million pixels)")
+    serve.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    _add_dtype_argument(serve)
+    serve.set_defaults(func=cmd_serve)
     return parser
 
 
