@@ -219,7 +219,7 @@ def test_training_latents_equal_the_pipelines_encoding(trained):
     height, width = cached.visible[0].shape[1:]
     image = torch.stack([visible, thermal.expand(3, -1, -1)])[:, :, : height * 8, : width * 8]
     with torch.no_grad():
-        encoded = pipeline.encode(image)
+        encoded = pipeline.codec.encode(image)
     torch.testing.assert_close(encoded[0], cached.visible[0], rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(encoded[1], cached.thermal[0], rtol=1e-4, atol=1e-4)
 

@@ -26,7 +26,7 @@ with torch.no_grad():
     latents = []
     for index in range(len(pairs)):
         visible, thermal = (x[:, :192, :192] for x in pairs.pair(index))
-        latents.append((pipeline.encode(visible[None]), pipeline.encode(thermal.expand(3, -1, -1)[None])))
+        latents.append((pipeline.codec.encode(visible[None]), pipeline.codec.encode(thermal[None])))
     for step in (100, 300, 500, 700, 900):
         errors = {"with_visible": 0.0, "without": 0.0}
         for visible, thermal in latents:

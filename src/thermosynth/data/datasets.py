@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from thermosynth.data.augment import CropSpec, apply_crop, sample_crop_box
 from thermosynth.data.normalization import ThermalNormalization
+from thermosynth.models.latent_codec import as_codec_input
 
 
 def visible_to_tensor(visible: np.ndarray) -> torch.Tensor:
@@ -102,7 +103,7 @@ class AutoencoderImages:
         for _ in range(batch_size):
             u = torch.rand(2, generator=generator).tolist()
             if u[0] < fraction:
-                image = self.thermal[int(u[1] * len(self.thermal))].tensor(self.normalization).expand(3, -1, -1)
+                image = as_codec_input(self.thermal[int(u[1] * len(self.thermal))].tensor(self.normalization))
             else:
                 image = visible_to_tensor(self.visible[int(u[1] * len(self.visible))])
             box = sample_crop_box(image.shape[1], image.shape[2], crop, generator)

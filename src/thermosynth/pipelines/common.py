@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from thermosynth.data.datasets import visible_to_tensor
 from thermosynth.data.normalization import ThermalNormalization
+from thermosynth.models.latent_codec import LatentCodec
 
 OUTPUT_TYPES = ("pil", "pil16", "np", "pt")
 
@@ -19,6 +20,19 @@ class ThermalOutputMixin:
     @property
     def normalization(self) -> ThermalNormalization:
         return ThermalNormalization.from_dict(self.config.thermal_normalization)
+
+
+class LatentDiffusionMixin:
+    """For pipelines that denoise in the latent space of their `vae` with a `unet`."""
+
+    @property
+    def codec(self) -> LatentCodec:
+        return LatentCodec(self.vae)
+
+    @property
+    def size_multiple(self) -> int:
+        """Image sides must be multiples of this: the autoencoder's downsampling times the UNet's."""
+        return self.codec.downsampling * 2 ** (len(self.unet.config.block_out_channels) - 1)
 
 
 DEFAULT_INFERENCE_STEPS = 25

@@ -9,10 +9,16 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from thermosynth.data.normalization import ThermalNormalization
 from thermosynth.models.text_encoders import encode_prompts
-from thermosynth.pipelines.common import ThermalOutputMixin, check_output_type, postprocess, sampling_settings
+from thermosynth.pipelines.common import (
+    LatentDiffusionMixin,
+    ThermalOutputMixin,
+    check_output_type,
+    postprocess,
+    sampling_settings,
+)
 
 
-class TextToThermalPipeline(ThermalOutputMixin, DiffusionPipeline):
+class TextToThermalPipeline(ThermalOutputMixin, LatentDiffusionMixin, DiffusionPipeline):
     """Generate thermal images from text.
 
     A UNet2DConditionModel denoises a thermal latent, attending to the prompt's token states (any transformers text
@@ -33,11 +39,6 @@ class TextToThermalPipeline(ThermalOutputMixin, DiffusionPipeline):
         image_size = list(image_size or (128, 160))
         self.register_to_config(thermal_normalization=normalization.to_dict(), image_size=image_size,
                                 sampling=sampling)
-
-    @property
-    def size_multiple(self) -> int:
-        vae_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        return vae_factor * 2 ** (len(self.unet.config.block_out_channels) - 1)
 
     def _check(self, height: int, width: int, num_inference_steps: int) -> None:
         if num_inference_steps < 1:
@@ -94,7 +95,7 @@ class TextToThermalPipeline(ThermalOutputMixin, DiffusionPipeline):
         mask = mask.to(self._execution_device)
 
         # 3. Prepare the initial noise.
-        factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        factor = self.codec.downsampling
         latents = randn_tensor((batch, self.unet.config.in_channels, height // factor, width // factor),
                                generator=generator, device=self._execution_device, dtype=self.unet.dtype)
         self.scheduler.set_timesteps(num_inference_steps, device=self._execution_device)
@@ -110,9 +111,8 @@ class TextToThermalPipeline(ThermalOutputMixin, DiffusionPipeline):
                 noise_pred = uncond + guidance_scale * (cond - uncond)
             latents = self.scheduler.step(noise_pred, t, latents, generator=generator).prev_sample
 
-        # 5. Decode (thermal = mean of the autoencoder's 3 output channels) and convert.
-        images = self.vae.decode(latents.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
-        thermal = images.float().mean(dim=1, keepdim=True).clamp(-1, 1).cpu()
+        # 5. Decode and convert.
+        thermal = self.codec.decode_thermal(latents).cpu()
         self.maybe_free_model_hooks()
         images = postprocess(thermal, output_type, self.normalization)
         return ImagePipelineOutput(images=images) if return_dict else (images,)

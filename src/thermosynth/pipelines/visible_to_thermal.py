@@ -8,7 +8,9 @@ from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from thermosynth.data.normalization import ThermalNormalization
+from thermosynth.models.latent_codec import v2t_unet_input
 from thermosynth.pipelines.common import (
+    LatentDiffusionMixin,
     ThermalOutputMixin,
     check_output_type,
     pad_to_multiple,
@@ -28,11 +30,11 @@ def set_scheduler(pipeline: DiffusionPipeline, name: str) -> None:
     pipeline.scheduler = SCHEDULERS[name].from_config(pipeline.scheduler.config, **extra)
 
 
-class VisibleToThermalPipeline(ThermalOutputMixin, DiffusionPipeline):
+class VisibleToThermalPipeline(ThermalOutputMixin, LatentDiffusionMixin, DiffusionPipeline):
     """Translate visible (RGB) images to thermal images.
 
     The UNet denoises a thermal latent given the visible image's latent, concatenated on channels; both come from
-    one autoencoder (thermal repeated to 3 channels on the way in, averaged on the way out). Classifier-free
+    one autoencoder, through the latent codec (models/latent_codec.py). Classifier-free
     guidance contrasts that with a zero (dropped) visible latent, as in training.
 
     Any image size is accepted: the image is padded by reflection up to the multiple of pixels the autoencoder and
@@ -54,22 +56,6 @@ class VisibleToThermalPipeline(ThermalOutputMixin, DiffusionPipeline):
         self.register_modules(vae=vae, unet=unet, scheduler=scheduler)
         normalization = ThermalNormalization.from_dict(thermal_normalization or ThermalNormalization().to_dict())
         self.register_to_config(thermal_normalization=normalization.to_dict(), sampling=sampling)
-
-    @property
-    def size_multiple(self) -> int:
-        vae_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        unet_factor = 2 ** (len(self.unet.config.block_out_channels) - 1)
-        return vae_factor * unet_factor
-
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) in [-1, 1] -> scaled latents (B, 4, H/8, W/8), the posterior mean (deterministic)."""
-        latents = self.vae.encode(images.to(self.vae.device, self.vae.dtype)).latent_dist.mode()
-        return latents * self.vae.config.scaling_factor
-
-    def decode_thermal(self, latents: torch.Tensor) -> torch.Tensor:
-        """Scaled latents -> thermal (B, 1, H, W) in [-1, 1]."""
-        images = self.vae.decode(latents.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
-        return images.float().mean(dim=1, keepdim=True).clamp(-1, 1)
 
     def _check_models(self) -> None:
         latent_channels = self.vae.config.latent_channels
@@ -108,7 +94,7 @@ class VisibleToThermalPipeline(ThermalOutputMixin, DiffusionPipeline):
         visible = pad_to_multiple(visible, self.size_multiple)
 
         # 3. Encode the condition.
-        condition = self.encode(visible).to(self.unet.dtype)  # (B, 4, h, w)
+        condition = self.codec.encode(visible).to(self.unet.dtype)  # (B, 4, h, w)
         do_guidance = guidance_scale > 1.0  # diffusers convention: <= 1 is the conditional prediction alone
         if do_guidance:
             condition = torch.cat([condition, torch.zeros_like(condition)])
@@ -127,14 +113,14 @@ class VisibleToThermalPipeline(ThermalOutputMixin, DiffusionPipeline):
         for t in self.progress_bar(self.scheduler.timesteps):
             model_input = torch.cat([latents] * 2) if do_guidance else latents
             model_input = self.scheduler.scale_model_input(model_input, t)
-            noise_pred = self.unet(torch.cat([model_input, condition], dim=1), t).sample
+            noise_pred = self.unet(v2t_unet_input(model_input, condition), t).sample
             if do_guidance:
                 cond, uncond = noise_pred.chunk(2)
                 noise_pred = uncond + guidance_scale * (cond - uncond)
             latents = self.scheduler.step(noise_pred, t, latents, generator=generator).prev_sample
 
         # 6. Decode and crop back to the input size.
-        thermal = self.decode_thermal(latents)[:, :, :height, :width].cpu()  # (B, 1, H, W)
+        thermal = self.codec.decode_thermal(latents)[:, :, :height, :width].cpu()  # (B, 1, H, W)
         self.maybe_free_model_hooks()
 
         # 7. Convert.

@@ -33,6 +33,7 @@ from thermosynth.data.normalization import ThermalNormalization
 from thermosynth.data.sources import Box, read_voc_boxes
 from thermosynth.distributed import process_state
 from thermosynth.models.configs import build_t2ir_unet
+from thermosynth.models.latent_codec import LatentCodec
 from thermosynth.models.text_encoders import encode_prompts, hidden_size, load_text_encoder
 from thermosynth.pipelines.text_to_thermal import TextToThermalPipeline
 from thermosynth.render import image_grid, tensor_to_rgb
@@ -81,8 +82,7 @@ def compute_loss(
     if not selected.any():
         return eps_loss, {**extras, "mask_l1": float("nan")}
     z0 = predicted_x0_latent(noisy[selected], eps[selected], timesteps[selected], scheduler)
-    decoded = vae.decode(z0.to(vae.dtype) / vae.config.scaling_factor).sample  # gradient flows through D
-    x0_hat = decoded.float().mean(dim=1, keepdim=True)  # the thermal channel, as the pipelines read it
+    x0_hat = LatentCodec(vae).decode_thermal(z0, clamp=False)  # as the pipelines read it; gradient flows through D
     per_sample = ((batch["thermal"][selected] - x0_hat).abs() * batch["weights"][selected]).mean(dim=(1, 2, 3))
     # Divided by the whole batch, so a sample's weight does not depend on how many others fall under t_max.
     mask_term = per_sample.sum() / size
@@ -156,15 +156,14 @@ class CaptionedLatents:
                  config: T2IRTrainConfig):
         self.captions = [item.captions for item in items]
         self.thermal, self.weights, self.latents = [], [], []
-        scale = vae.config.scaling_factor
+        codec = LatentCodec(vae)
         with torch.no_grad():
             for item in tqdm(items, desc="encode latents", leave=False):
                 value_range = normalization.range_of(item.raw)
                 thermal = torch.from_numpy(normalization.normalize(item.raw, value_range))[None]  # (1, H, W)
                 self.thermal.append(thermal)
                 self.weights.append(torch.from_numpy(thermal_weights(item, config))[None])
-                image = thermal.expand(3, -1, -1)[None].to(vae.device, vae.dtype)
-                self.latents.append(vae.encode(image).latent_dist.mode().float().cpu()[0] * scale)
+                self.latents.append(codec.encode(thermal[None]).float().cpu()[0])
 
     def __len__(self) -> int:
         return len(self.latents)

@@ -20,6 +20,7 @@ from thermosynth.data.datasets import PairedImages
 from thermosynth.data.loading import load_paired_arrays
 from thermosynth.distributed import process_state
 from thermosynth.models.configs import build_v2t_unet
+from thermosynth.models.latent_codec import LatentCodec, as_codec_input, v2t_unet_input
 from thermosynth.pipelines.visible_to_thermal import VisibleToThermalPipeline
 from thermosynth.training.autoencoder import load_normalization
 from thermosynth.training.config import V2TTrainConfig
@@ -62,7 +63,7 @@ def compute_loss(
     timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (size,), generator=generator).to(target.device)
     keep = (torch.rand(size, generator=generator) >= condition_dropout).to(target.device, target.dtype)
     noisy = scheduler.add_noise(target, noise, timesteps)
-    prediction = unet(torch.cat([noisy, condition * keep.view(size, 1, 1, 1)], dim=1), timesteps).sample
+    prediction = unet(v2t_unet_input(noisy, condition * keep.view(size, 1, 1, 1)), timesteps).sample
     if scheduler.config.prediction_type == "v_prediction":
         noise = scheduler.get_velocity(target, noise, timesteps)  # v = sqrt(abar) eps - sqrt(1 - abar) z0
     loss = F.mse_loss(prediction.float(), noise.float())
@@ -75,15 +76,15 @@ class LatentPairs:
     def __init__(self, pairs: PairedImages, vae: AutoencoderKL, min_size: int):
         self.visible: list[torch.Tensor] = []
         self.thermal: list[torch.Tensor] = []
-        scale = vae.config.scaling_factor
+        codec = LatentCodec(vae)
         with torch.no_grad():
             for index in tqdm(range(len(pairs)), desc="encode latents", leave=False):
                 visible, thermal = pairs.pair(index)
-                image = torch.cat([visible, thermal.expand(3, -1, -1)])[None]  # (1, 6, H, W)
-                image = _fit_for_encoding(image, min_size)
+                image = torch.cat([visible, thermal])[None]  # (1, 4, H, W): resized and mirrored together
+                image = _fit_for_encoding(image, min_size, codec.downsampling)
                 for flipped in (image, image.flip(-1)):
-                    both = torch.cat([flipped[:, :3], flipped[:, 3:]]).to(vae.device, vae.dtype)
-                    latents = vae.encode(both).latent_dist.mode().float().cpu() * scale  # (2, 4, h, w)
+                    both = torch.cat([flipped[:, :3], as_codec_input(flipped[:, 3:])])  # one batch: (2, 3, H, W)
+                    latents = codec.encode(both).float().cpu()  # (2, C, h, w)
                     self.visible.append(latents[0])
                     self.thermal.append(latents[1])
 
@@ -98,14 +99,15 @@ class LatentPairs:
         return {"visible_latent": torch.stack(visible), "thermal_latent": torch.stack(thermal)}
 
 
-def _fit_for_encoding(image: torch.Tensor, min_size: int) -> torch.Tensor:
-    """Upscale images smaller than a crop, then trim to a multiple of 8 so latents align with pixels."""
+def _fit_for_encoding(image: torch.Tensor, min_size: int, multiple: int) -> torch.Tensor:
+    """Upscale images smaller than a crop, then trim to a multiple of the codec's downsampling so latents align
+    with pixels."""
     height, width = image.shape[2:]
     if min(height, width) < min_size:
         factor = min_size / min(height, width)
         height, width = max(min_size, round(height * factor)), max(min_size, round(width * factor))
         image = F.interpolate(image, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
-    return image[:, :, : height // 8 * 8, : width // 8 * 8]
+    return image[:, :, : height // multiple * multiple, : width // multiple * multiple]
 
 
 def build_task(config: V2TTrainConfig) -> TrainingTask:
@@ -117,7 +119,7 @@ def build_task(config: V2TTrainConfig) -> TrainingTask:
     vae.to(device)
     pairs = PairedImages(load_paired_arrays(data.paths, data.split, data.skip_bad, data.max_side), normalization)
     latents = LatentPairs(pairs, vae, config.crop_size)
-    latent_size = config.crop_size // 8
+    latent_size = config.crop_size // LatentCodec(vae).downsampling
     scheduler = noise_schedule(config.num_train_timesteps, config.prediction_type)
     logger.info("v2t data: %d pairs (%d latent pairs with mirrors)", len(pairs), len(latents.visible))
 
