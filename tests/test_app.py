@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -76,7 +77,7 @@ def server(tmp_path):
             pytest.fail(f"the server did not start:\n{(tmp_path / 'serve.log').read_text()}")
         time.sleep(0.5)
     yield url
-    process.terminate()
+    process.send_signal(signal.SIGINT)  # Ctrl+C, as a person stops it: the app removes its result files
     process.wait(timeout=30)
     log.close()
 

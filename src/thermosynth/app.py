@@ -13,6 +13,7 @@ network: no analytics (Gradio's fonts are served locally).
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ MAX_UPLOAD_MB = 20
 # A server's default is lower than `translate`'s: a 1-megapixel photo (1200x833) took 82 s and peaked at 2.9 GB with
 # the shipped model on 2 CPU cores (`/usr/bin/time -v thermosynth translate`, model loading included).
 MAX_PIXELS = 1_000_000
+KEPT_RESULTS = 100  # requests whose downloads stay on disk (Gradio serves its own copies from its cache)
 
 
 def check_upload(path: str | None, what: str, max_pixels: int = MAX_PIXELS,
@@ -83,7 +85,9 @@ class ThermalApp:
         self.t2ir = prepare_for_inference(load_text_pipeline(t2ir), device, dtype=dtype)
         for pipeline in (self.v2t, self.t2ir):  # the page's progress bar follows the sampling steps' tqdm
             pipeline.set_progress_bar_config(disable=False, leave=False)
-        self.outputs = Path(tempfile.mkdtemp(prefix="thermosynth-app-"))
+        # removed when the server stops; only the latest KEPT_RESULTS requests' files are kept while it runs
+        self._folder = tempfile.TemporaryDirectory(prefix="thermosynth-app-")
+        self.outputs = Path(self._folder.name)
         self._count = 0
 
     def translate(self, path: str | None, seed: int, steps: int, palette: str) -> tuple[np.ndarray, ThermalResult]:
@@ -129,8 +133,9 @@ class ThermalApp:
 
     def _save(self, rendering: np.ndarray, png8: np.ndarray, png16: np.ndarray, stem: str) -> ThermalResult:
         self._count += 1
-        folder = self.outputs / f"{self._count:05d}"  # one folder per request: downloads keep their plain names
+        folder = self.outputs / f"{self._count:06d}"  # one folder per request: downloads keep their plain names
         folder.mkdir()
+        shutil.rmtree(self.outputs / f"{self._count - KEPT_RESULTS:06d}", ignore_errors=True)
         paths = folder / f"{stem}-thermal-8bit.png", folder / f"{stem}-thermal-16bit.png"
         for array, target in zip((png8, png16), paths, strict=True):
             Image.fromarray(array).save(target, format="PNG")
