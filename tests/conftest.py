@@ -77,3 +77,59 @@ def tiny_pipeline_dir(tiny_pipeline, tmp_path_factory) -> Path:
 def requires_shared_data(*parts: str):
     path = SHARED_DATA.joinpath(*parts)
     return pytest.mark.skipif(not path.is_dir(), reason=f"{path} not present (only on machines with ../shared)")
+
+
+def sd_layout_vae(shift_factor: float | None = None):
+    """SD-1.5's VAE layout (4 levels: 8x downsampling, 4 latent channels, scaling 0.18215) at small widths."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8, 16, 16), layers_per_block=1,
+        norm_num_groups=4, down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        scaling_factor=0.18215, shift_factor=shift_factor,
+    ).eval()
+
+
+def _byte_level_clip_tokenizer():
+    """A CLIP tokenizer with CLIP's byte-level alphabet and special tokens but no merges (514 tokens)."""
+    from transformers import CLIPTokenizer
+
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    rest = [256 + n for n in range(256 - len(printable))]  # CLIP maps the other bytes above 255
+    chars = [chr(c) for c in printable + rest]
+    vocab = {token: index for index, token in enumerate([*chars, *(c + "</w>" for c in chars)])}
+    vocab.update({"<|startoftext|>": len(vocab), "<|endoftext|>": len(vocab) + 1})
+    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
+
+
+def write_sd_layout(folder: Path) -> Path:
+    """A random Stable Diffusion in SD-1.5's diffusers layout, config keys and tensor names, at small widths:
+    unet/, vae/, text_encoder/, tokenizer/, scheduler/ and model_index.json, saved by StableDiffusionPipeline."""
+    from diffusers import PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    tokenizer = _byte_level_clip_tokenizer()
+    torch.manual_seed(0)
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+        max_position_embeddings=77, projection_dim=32, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    ))
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32, attention_head_dim=8, norm_num_groups=8,
+    )
+    scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
+                              skip_prk_steps=True, set_alpha_to_one=False)  # SD-1.5's scheduler config
+    pipeline = StableDiffusionPipeline(vae=sd_layout_vae(), text_encoder=text_encoder, tokenizer=tokenizer,
+                                       unet=unet, scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                       requires_safety_checker=False)
+    pipeline.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def sd_layout_dir(tmp_path_factory) -> Path:
+    return write_sd_layout(tmp_path_factory.mktemp("sd-layout"))

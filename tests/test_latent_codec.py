@@ -3,20 +3,12 @@
 import numpy as np
 import pytest
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, UNet2DModel
+from diffusers import DDIMScheduler, UNet2DModel
 
 from thermosynth.models.latent_codec import LatentCodec, as_codec_input, v2t_unet_input
 from thermosynth.pipelines import VisibleToThermalPipeline
 
-
-def sd_layout_vae(shift_factor: float | None = None) -> AutoencoderKL:
-    """SD-1.5's VAE layout (4 levels: 8x downsampling, 4 latent channels, scaling 0.18215) at small widths."""
-    torch.manual_seed(0)
-    return AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8, 16, 16), layers_per_block=1,
-        norm_num_groups=4, down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-        scaling_factor=0.18215, shift_factor=shift_factor,
-    ).eval()
+from conftest import sd_layout_vae
 
 
 def test_latents_are_the_shifted_and_scaled_posterior_mode_and_decode_inverts_that():

@@ -61,9 +61,10 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
                         help="print the resolved config and the data found, then stop")
 
 
-def _add_normalization_arguments(parser: argparse.ArgumentParser) -> None:
+def _add_normalization_arguments(parser: argparse.ArgumentParser, when: str = "") -> None:
+    when = f"; {when}" if when else ""
     parser.add_argument("--thermal-normalization", default="fixed", choices=("fixed", "dataset", "percentile"),
-                        help="how raw thermal values map to [-1, 1] (recorded in the model)")
+                        help=f"how raw thermal values map to [-1, 1] (recorded in the model{when})")
     parser.add_argument("--thermal-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
                         help="raw range for --thermal-normalization fixed (default: full bit depth)")
 
@@ -74,10 +75,11 @@ def _training_config(task: str, args: argparse.Namespace):
     data = DataConfig(paths=[str(Path(p)) for p in args.data], split=args.split, skip_bad=args.skip_bad,
                       max_side=args.max_side,
                       **({"thermal_normalization": args.thermal_normalization,
-                          "thermal_range": args.thermal_range} if task in ("autoencoder", "pix2pix") else {}))
-    extra = {"autoencoder": str(Path(args.autoencoder))} if task in ("v2t", "t2ir") else {}
+                          "thermal_range": args.thermal_range} if task in ("autoencoder", "pix2pix", "v2t") else {}))
+    extra = {"autoencoder": str(Path(args.autoencoder)) if args.autoencoder else None} if task in ("v2t", "t2ir") \
+        else {}
     if task == "v2t":
-        extra["prediction_type"] = args.prediction_type
+        extra.update(prediction_type=args.prediction_type, init_from=args.init_from)
     if task == "t2ir":
         extra.update(text_encoder=args.text_encoder, long_clip=args.long_clip or None,
                      mask_loss_weight=args.mask_loss_weight, mask_t_max=args.mask_t_max,
@@ -258,9 +260,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_normalization_arguments(autoencoder)
     v2t = tasks.add_parser("v2t", help="the visible-to-thermal latent diffusion model")
     _add_training_arguments(v2t)
-    v2t.add_argument("--autoencoder", required=True, help="folder of a trained autoencoder (<run>/autoencoder)")
+    v2t.add_argument("--autoencoder", help="folder of a trained autoencoder (<run>/autoencoder)")
+    v2t.add_argument("--init-from", metavar="MODEL",
+                     help="instead of --autoencoder: start from a pretrained Stable Diffusion (folder in diffusers' "
+                     "layout or hub id), its VAE as it is and its UNet widened for the visible latent")
     v2t.add_argument("--prediction-type", choices=("epsilon", "v_prediction"),
-                     help="what the UNet predicts; v_prediction trains on a zero-terminal-SNR schedule")
+                     help="what the UNet predicts; v_prediction trains on a zero-terminal-SNR schedule (with "
+                     "--init-from: the pretrained model's)")
+    _add_normalization_arguments(v2t, "with --init-from; otherwise the autoencoder's")
     t2ir = tasks.add_parser("t2ir", help="the text-to-infrared latent diffusion model (TxT2IR)")
     _add_training_arguments(t2ir)
     t2ir.add_argument("--autoencoder", required=True, help="folder of a trained autoencoder (<run>/autoencoder)")

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, DiffusionPipeline, DPMSolverMultistepScheduler, UNet2DModel
+from diffusers import (
+    AutoencoderKL,
+    DDIMScheduler,
+    DiffusionPipeline,
+    DPMSolverMultistepScheduler,
+    UNet2DConditionModel,
+    UNet2DModel,
+)
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from thermosynth.data.normalization import ThermalNormalization
 from thermosynth.models.latent_codec import v2t_unet_input
+from thermosynth.models.stable_diffusion import PromptEmbedding, v2t_prediction
 from thermosynth.pipelines.common import (
     LatentDiffusionMixin,
     ThermalOutputMixin,
@@ -37,23 +45,28 @@ class VisibleToThermalPipeline(ThermalOutputMixin, LatentDiffusionMixin, Diffusi
     one autoencoder, through the latent codec (models/latent_codec.py). Classifier-free
     guidance contrasts that with a zero (dropped) visible latent, as in training.
 
+    The UNet is thermosynth's own (`UNet2DModel`) or a pretrained Stable Diffusion UNet widened for the visible
+    latent (`UNet2DConditionModel`), which reads the fixed prompt stored as `prompt_embedding`.
+
     Any image size is accepted: the image is padded by reflection up to the multiple of pixels the autoencoder and
     UNet need (8 x 2^(UNet levels - 1)), and the result is cropped back to the input size.
     """
 
     model_cpu_offload_seq = "vae->unet->vae"
+    _optional_components = ["prompt_embedding"]
     default_guidance_scale = 1.0  # without a recorded setting: the conditional model alone
 
     def __init__(
         self,
         vae: AutoencoderKL,
-        unet: UNet2DModel,
+        unet: UNet2DModel | UNet2DConditionModel,
         scheduler: DDIMScheduler | DPMSolverMultistepScheduler,
+        prompt_embedding: PromptEmbedding | None = None,  # with a UNet2DConditionModel only
         thermal_normalization: dict | None = None,
         sampling: dict | None = None,  # recommended num_inference_steps / guidance_scale (see sampling_settings)
     ):
         super().__init__()
-        self.register_modules(vae=vae, unet=unet, scheduler=scheduler)
+        self.register_modules(vae=vae, unet=unet, scheduler=scheduler, prompt_embedding=prompt_embedding)
         normalization = ThermalNormalization.from_dict(thermal_normalization or ThermalNormalization().to_dict())
         self.register_to_config(thermal_normalization=normalization.to_dict(), sampling=sampling)
 
@@ -64,6 +77,12 @@ class VisibleToThermalPipeline(ThermalOutputMixin, LatentDiffusionMixin, Diffusi
                 f"unet.config.in_channels is {self.unet.config.in_channels} but thermal latent + visible latent "
                 f"channels are {2 * latent_channels}: the UNet was not built for this autoencoder"
             )
+        reads_text = isinstance(self.unet, UNet2DConditionModel)
+        if reads_text != (self.prompt_embedding is not None):
+            raise ValueError("a text-conditioned UNet needs a prompt_embedding, and only such a UNet takes one")
+        if reads_text and self.unet.config.cross_attention_dim != self.prompt_embedding.config.width:
+            raise ValueError(f"the prompt embedding is {self.prompt_embedding.config.width} wide but the UNet's "
+                             f"cross-attention reads {self.unet.config.cross_attention_dim}")
 
     @torch.no_grad()
     def __call__(
@@ -108,12 +127,13 @@ class VisibleToThermalPipeline(ThermalOutputMixin, LatentDiffusionMixin, Diffusi
         )
         self.scheduler.set_timesteps(num_inference_steps, device=self._execution_device)
         latents = latents * self.scheduler.init_noise_sigma
+        prompt_states = None if self.prompt_embedding is None else self.prompt_embedding(condition.shape[0])
 
         # 5. Denoise.
         for t in self.progress_bar(self.scheduler.timesteps):
             model_input = torch.cat([latents] * 2) if do_guidance else latents
             model_input = self.scheduler.scale_model_input(model_input, t)
-            noise_pred = self.unet(v2t_unet_input(model_input, condition), t).sample
+            noise_pred = v2t_prediction(self.unet, v2t_unet_input(model_input, condition), t, prompt_states)
             if do_guidance:
                 cond, uncond = noise_pred.chunk(2)
                 noise_pred = uncond + guidance_scale * (cond - uncond)

@@ -115,6 +115,9 @@ class AutoencoderTrainConfig(TrainConfig):
 class V2TTrainConfig(TrainConfig):
     task = "v2t"
     autoencoder: str = ""  # folder written by `thermosynth train autoencoder` (<run>/autoencoder)
+    # instead of an autoencoder: a Stable Diffusion folder or hub id (diffusers layout), its VAE used as it is and
+    # its UNet widened for the visible latent (models/stable_diffusion.py)
+    init_from: str | None = None
     condition_dropout: float = 0.1  # LaPIG / classifier-free guidance: train the unconditional model too
     num_train_timesteps: int = 1000
     prediction_type: str = "epsilon"  # or "v_prediction", on a zero-terminal-SNR schedule (training/v2t.py)
@@ -126,8 +129,18 @@ class V2TTrainConfig(TrainConfig):
             raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {self.prediction_type!r}")
         if self.architecture not in V2T_UNET_ARCHITECTURES:
             raise ValueError(f"architecture must be one of {sorted(V2T_UNET_ARCHITECTURES)}")
-        if not self.autoencoder:
-            raise ValueError("autoencoder is required: the folder of a trained autoencoder (<run>/autoencoder)")
+        if self.init_from and self.autoencoder:
+            raise ValueError("give --autoencoder or --init-from, not both: --init-from uses the pretrained VAE")
+        if not (self.autoencoder or self.init_from):
+            raise ValueError("autoencoder is required: the folder of a trained autoencoder (<run>/autoencoder), or "
+                             "--init-from a pretrained Stable Diffusion")
+        if self.init_from:  # the pretrained UNet's own prediction type, whatever the preset says
+            from thermosynth.models.stable_diffusion import pretrained_prediction_type
+
+            self.prediction_type = pretrained_prediction_type(self.init_from)
+        if not self.init_from and (self.data.thermal_normalization != "fixed" or self.data.thermal_range):
+            raise ValueError("--thermal-normalization / --thermal-range go with --init-from; otherwise the "
+                             "autoencoder's own normalisation is used")
         if not 0.0 <= self.condition_dropout < 1.0:
             raise ValueError(f"condition_dropout must be in [0, 1), got {self.condition_dropout}")
 

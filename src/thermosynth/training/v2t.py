@@ -17,10 +17,11 @@ from tqdm.auto import tqdm
 
 from thermosynth.data.augment import center_crop
 from thermosynth.data.datasets import PairedImages
-from thermosynth.data.loading import load_paired_arrays
+from thermosynth.data.loading import fit_normalization, load_paired_arrays
 from thermosynth.distributed import process_state
 from thermosynth.models.configs import build_v2t_unet
 from thermosynth.models.latent_codec import LatentCodec, as_codec_input, v2t_unet_input
+from thermosynth.models.stable_diffusion import empty_prompt_embedding, load_v2t_unet, load_vae, v2t_prediction
 from thermosynth.pipelines.visible_to_thermal import VisibleToThermalPipeline
 from thermosynth.training.autoencoder import load_normalization
 from thermosynth.training.config import V2TTrainConfig
@@ -63,7 +64,8 @@ def compute_loss(
     timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (size,), generator=generator).to(target.device)
     keep = (torch.rand(size, generator=generator) >= condition_dropout).to(target.device, target.dtype)
     noisy = scheduler.add_noise(target, noise, timesteps)
-    prediction = unet(v2t_unet_input(noisy, condition * keep.view(size, 1, 1, 1)), timesteps).sample
+    unet_input = v2t_unet_input(noisy, condition * keep.view(size, 1, 1, 1))
+    prediction = v2t_prediction(unet, unet_input, timesteps, batch.get("prompt_states"))
     if scheduler.config.prediction_type == "v_prediction":
         noise = scheduler.get_velocity(target, noise, timesteps)  # v = sqrt(abar) eps - sqrt(1 - abar) z0
     loss = F.mse_loss(prediction.float(), noise.float())
@@ -112,19 +114,33 @@ def _fit_for_encoding(image: torch.Tensor, min_size: int, multiple: int) -> torc
 
 def build_task(config: V2TTrainConfig) -> TrainingTask:
     data = config.data
-    autoencoder_dir = Path(config.autoencoder)
-    normalization = load_normalization(autoencoder_dir)
-    vae = AutoencoderKL.from_pretrained(autoencoder_dir).eval().requires_grad_(False)
+    arrays = load_paired_arrays(data.paths, data.split, data.skip_bad, data.max_side)
     device = process_state().device  # the frozen parts sit where this process trains
+    if config.init_from:
+        vae = load_vae(config.init_from)
+        normalization = fit_normalization([t for _, t in arrays], data.thermal_normalization, data.thermal_range)
+        unet, prompt = load_v2t_unet(config.init_from), empty_prompt_embedding(config.init_from).to(device)
+        # the pretrained UNet learnt its noise schedule and prediction type (in the config already): keep them
+        scheduler = DDPMScheduler.from_pretrained(config.init_from, subfolder="scheduler")
+        logger.info("v2t from %s: its VAE frozen, its UNet widened to %d input channels (%s)", config.init_from,
+                    unet.config.in_channels, config.prediction_type)
+    else:
+        autoencoder_dir = Path(config.autoencoder)
+        normalization = load_normalization(autoencoder_dir)
+        vae = AutoencoderKL.from_pretrained(autoencoder_dir).eval().requires_grad_(False)
+        torch.manual_seed(config.seed)
+        unet, prompt = build_v2t_unet(config.architecture, vae.config.latent_channels), None
+        scheduler = noise_schedule(config.num_train_timesteps, config.prediction_type)
     vae.to(device)
-    pairs = PairedImages(load_paired_arrays(data.paths, data.split, data.skip_bad, data.max_side), normalization)
+    codec = LatentCodec(vae)
+    multiple = codec.downsampling * 2 ** (len(unet.config.block_out_channels) - 1)
+    if config.crop_size % multiple:
+        raise ValueError(f"crop_size must be a multiple of {multiple} for this autoencoder and UNet, got "
+                         f"{config.crop_size}")
+    pairs = PairedImages(arrays, normalization)
     latents = LatentPairs(pairs, vae, config.crop_size)
-    latent_size = config.crop_size // LatentCodec(vae).downsampling
-    scheduler = noise_schedule(config.num_train_timesteps, config.prediction_type)
+    latent_size = config.crop_size // codec.downsampling
     logger.info("v2t data: %d pairs (%d latent pairs with mirrors)", len(pairs), len(latents.visible))
-
-    torch.manual_seed(config.seed)
-    unet = build_v2t_unet(config.architecture, vae.config.latent_channels)
     # Validation on fixed centre crops of the first training pairs: a progress picture, not a test-set metric.
     shown = [pairs.pair(i) for i in range(min(4, len(pairs)))]
     val_visible = [center_crop(v, 2 * config.crop_size) for v, _ in shown]
@@ -132,10 +148,14 @@ def build_task(config: V2TTrainConfig) -> TrainingTask:
 
     def pipeline_for(model: UNet2DModel) -> VisibleToThermalPipeline:
         sampler = DDIMScheduler.from_config(scheduler.config, timestep_spacing="trailing")
-        return VisibleToThermalPipeline(vae, model, sampler, thermal_normalization=normalization.to_dict())
+        return VisibleToThermalPipeline(vae, model, sampler, prompt_embedding=prompt,
+                                        thermal_normalization=normalization.to_dict())
 
     def draw_batch(generator):
-        return latents.sample(config.batch_size, latent_size, generator)
+        batch = latents.sample(config.batch_size, latent_size, generator)
+        if prompt is not None:
+            batch["prompt_states"] = prompt(config.batch_size)
+        return batch
 
     def loss(model, batch, generator):
         return compute_loss(model, batch, scheduler, generator, config.condition_dropout)

@@ -1,0 +1,116 @@
+"""Starting from a pretrained Stable Diffusion (SD-1.5, SD-2.1 or any folder in diffusers' layout: unet/, vae/,
+text_encoder/, tokenizer/, scheduler/): its parts, reshaped for thermosynth's tasks.
+
+V2T follows InstructPix2Pix: the pretrained text-conditioned UNet gets 4 more input channels for the visible latent,
+zero-initialised, so that before training it computes exactly what it computed pretrained; it stays conditioned on a
+fixed prompt (the empty prompt's token states, stored with the pipeline as `PromptEmbedding`) so its cross-attention
+layers keep working as they were trained.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+
+logger = logging.getLogger(__name__)
+
+
+def _check_layout(model: str) -> None:
+    """A local folder in diffusers' layout, or a hub id (read from the cache offline): else one plain line."""
+    from thermosynth.pipelines import HUB_ID
+
+    folder = Path(model)
+    if folder.exists():
+        if not (folder / "unet" / "config.json").is_file():
+            raise ValueError(f"{model}: not a Stable Diffusion folder in diffusers' layout (no unet/config.json). "
+                             "Give the folder that holds unet/, vae/, text_encoder/, tokenizer/ and scheduler/.")
+        return
+    if not HUB_ID.fullmatch(model):
+        raise ValueError(f"{model}: no such folder. Give a Stable Diffusion folder in diffusers' layout or a hub id "
+                         "(owner/name).")
+    from huggingface_hub import hf_hub_download
+
+    try:
+        hf_hub_download(model, "unet/config.json")
+    except OSError as error:  # offline and not cached, unreachable, or no such repository
+        raise ValueError(f"{model}: the hub id could not be read ({type(error).__name__}: not in the local Hugging "
+                         "Face cache and the hub cannot be reached, or no such repository). Download it where there "
+                         "is a network, or give a local folder.") from None
+
+
+def pretrained_prediction_type(model: str) -> str:
+    """What the pretrained UNet predicts ("epsilon" for SD-1.5, "v_prediction" for SD-2.1 768), from `scheduler/`."""
+    from diffusers import DDPMScheduler
+
+    _check_layout(model)
+    return DDPMScheduler.load_config(model, subfolder="scheduler")["prediction_type"]
+
+
+def load_vae(model: str) -> AutoencoderKL:
+    """The pretrained VAE (`vae/`), frozen: used as it is, through the latent codec."""
+    _check_layout(model)
+    return AutoencoderKL.from_pretrained(model, subfolder="vae").eval().requires_grad_(False)
+
+
+def widen_conv_in(unet: UNet2DConditionModel, extra_channels: int) -> UNet2DConditionModel:
+    """Give `unet` `extra_channels` more input channels after its own, with zero weights (InstructPix2Pix): the
+    widened UNet's output equals the pretrained one whatever the new channels hold, until training moves them."""
+    old = unet.conv_in
+    new = torch.nn.Conv2d(old.in_channels + extra_channels, old.out_channels, old.kernel_size, old.stride,
+                          old.padding, dtype=old.weight.dtype, device=old.weight.device)
+    with torch.no_grad():
+        new.weight.zero_()
+        new.weight[:, : old.in_channels] = old.weight
+        new.bias.copy_(old.bias)
+    unet.conv_in = new
+    unet.register_to_config(in_channels=new.in_channels)
+    return unet
+
+
+def load_v2t_unet(model: str) -> UNet2DConditionModel:
+    """The pretrained UNet (`unet/`), widened to read cat(noisy thermal latent, visible latent)."""
+    _check_layout(model)
+    unet = UNet2DConditionModel.from_pretrained(model, subfolder="unet")
+    return widen_conv_in(unet, unet.config.in_channels)
+
+
+def v2t_prediction(unet, sample: torch.Tensor, timesteps, prompt_states: torch.Tensor | None) -> torch.Tensor:
+    """The V2T UNet's output for either kind: thermosynth's own UNet2DModel reads no text; a pretrained
+    UNet2DConditionModel reads the fixed prompt's states."""
+    if prompt_states is None:
+        return unet(sample, timesteps).sample
+    return unet(sample, timesteps, encoder_hidden_states=prompt_states.to(sample.dtype)).sample
+
+
+class PromptEmbedding(ModelMixin, ConfigMixin):
+    """The token states of one fixed prompt, saved with a pipeline whose UNet expects text but gets none."""
+
+    @register_to_config
+    def __init__(self, length: int = 77, width: int = 768):
+        super().__init__()
+        self.register_buffer("states", torch.zeros(1, length, width))
+
+    def forward(self, batch_size: int) -> torch.Tensor:
+        return self.states.expand(batch_size, -1, -1)
+
+
+@torch.no_grad()
+def empty_prompt_embedding(model: str) -> PromptEmbedding:
+    """The empty prompt read by the pretrained text encoder (`text_encoder/`, `tokenizer/`): what SD's UNet saw for
+    a dropped caption in training, so the UNet runs as pretrained for an unconditional image."""
+    from transformers import AutoTokenizer, CLIPTextModel
+
+    _check_layout(model)
+    tokenizer = AutoTokenizer.from_pretrained(model, subfolder="tokenizer")
+    text_encoder = CLIPTextModel.from_pretrained(model, subfolder="text_encoder").eval()
+    tokens = tokenizer("", padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                       return_tensors="pt")
+    states = text_encoder(tokens.input_ids).last_hidden_state
+    embedding = PromptEmbedding(length=states.shape[1], width=states.shape[2])
+    embedding.states.copy_(states)
+    return embedding
