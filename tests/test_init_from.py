@@ -67,3 +67,37 @@ def test_init_from_refuses_what_it_cannot_use(tmp_path, capsys):
         main(["train", "v2t", "--data", str(tmp_path), "--out", str(tmp_path / "run"), "--autoencoder", "x",
               "--thermal-normalization", "dataset"])
     assert "go with --init-from" in capsys.readouterr().err
+
+
+def test_lora_trains_only_adapters_and_conv_in_and_round_trips(sd_layout_dir, paired_folder, tmp_path):
+    from safetensors.torch import load_file
+
+    from thermosynth.models.stable_diffusion import load_v2t_lora
+    from thermosynth.pipelines import load_pipeline
+    from thermosynth.training.checkpoint import checkpoint_dirs
+
+    run = tmp_path / "run"
+    main(["train", "v2t", "--data", str(paired_folder), "--out", str(run), "--init-from", str(sd_layout_dir),
+          "--lora-rank", "4", "--steps", "3", "--batch-size", "2", "--lr", "1e-2"])
+    checkpoint = checkpoint_dirs(run)[-1]
+    trained = load_file(checkpoint / "ema.safetensors")
+    assert trained and all(".lora_" in name or name.startswith("conv_in.") for name in trained)
+    weights = load_file(checkpoint / "model.safetensors")
+    pretrained = load_v2t_unet(str(sd_layout_dir)).state_dict()
+    frozen = {name.replace(".base_layer", ""): value for name, value in weights.items()
+              if ".lora_" not in name and not name.startswith("conv_in.")}
+    assert frozen.keys() == {k for k in pretrained if not k.startswith("conv_in.")}
+    assert all(torch.equal(value, pretrained[name]) for name, value in frozen.items())  # the base never moved
+    assert any(v.abs().sum() > 0 for k, v in weights.items() if ".lora_B" in k)  # B starts at zero: it trained
+    assert weights["conv_in.weight"][:, 4:].abs().sum() > 0  # the visible channels learnt
+
+    exported = load_pipeline(str(run / "pipeline"))  # adapters folded in: no peft layers in the saved UNet
+    applied = load_v2t_lora(load_v2t_unet(str(sd_layout_dir)), run / "pipeline" / "lora").eval()
+    generator = torch.Generator().manual_seed(0)
+    sample, states = torch.randn(1, 8, 8, 8, generator=generator), torch.randn(1, 77, 32, generator=generator)
+    with torch.no_grad():
+        torch.testing.assert_close(applied(sample, 10, encoder_hidden_states=states).sample,
+                                   exported.unet(sample, 10, encoder_hidden_states=states).sample,
+                                   rtol=1e-4, atol=1e-5)
+    image = exported(np.zeros((40, 48, 3), np.uint8), num_inference_steps=2, output_type="np").images
+    assert image.shape == (1, 40, 48, 1) and np.isfinite(image).all()

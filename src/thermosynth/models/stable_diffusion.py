@@ -9,6 +9,7 @@ layers keep working as they were trained.
 
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 
@@ -85,6 +86,55 @@ def v2t_prediction(unet, sample: torch.Tensor, timesteps, prompt_states: torch.T
     if prompt_states is None:
         return unet(sample, timesteps).sample
     return unet(sample, timesteps, encoder_hidden_states=prompt_states.to(sample.dtype)).sample
+
+
+# LoRA on the attention projections, as diffusers' LoRA training scripts do; saved in diffusers' LoRA format
+LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+LORA_FILE = "pytorch_lora_weights.safetensors"
+CONV_IN_FILE = "conv_in.safetensors"
+
+
+def add_v2t_lora(unet: UNet2DConditionModel, rank: int) -> None:
+    """Freeze the UNet and give its attention projections LoRA adapters of `rank` (B starts at zero, so the output
+    is unchanged until training moves them). conv_in stays trainable: its visible-latent channels start at zero and
+    must learn (InstructPix2Pix trains it), and it is small (SD-1.5: 23K weights)."""
+    from peft import LoraConfig
+
+    unet.requires_grad_(False)
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=LORA_TARGETS))
+    unet.conv_in.requires_grad_(True)
+
+
+def save_v2t_lora(unet: UNet2DConditionModel, folder: Path) -> None:
+    """What a LoRA run trained, in `folder`: the adapters in diffusers' LoRA format, and conv_in."""
+    from diffusers.utils import logging as diffusers_logging
+    from safetensors.torch import save_file
+
+    verbosity = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()  # save_lora_adapter casts to dtype None, which warns about fp32 modules
+    try:
+        unet.save_lora_adapter(folder, weight_name=LORA_FILE)
+    finally:
+        diffusers_logging.set_verbosity(verbosity)
+    save_file({k: v.detach().contiguous().cpu() for k, v in unet.conv_in.state_dict().items()},
+              Path(folder) / CONV_IN_FILE)
+
+
+def load_v2t_lora(unet: UNet2DConditionModel, folder: Path) -> UNet2DConditionModel:
+    """Apply a saved LoRA run to the widened pretrained UNet it was trained on (`load_v2t_unet(model)`)."""
+    from safetensors.torch import load_file
+
+    unet.load_lora_adapter(str(folder), prefix=None, weight_name=LORA_FILE)
+    unet.conv_in.load_state_dict(load_file(Path(folder) / CONV_IN_FILE))
+    return unet
+
+
+def merged(unet: UNet2DConditionModel) -> UNet2DConditionModel:
+    """A copy with the adapters folded into the weights: a plain UNet that loads without peft."""
+    plain = copy.deepcopy(unet)
+    plain.fuse_lora()
+    plain.unload_lora()
+    return plain
 
 
 class PromptEmbedding(ModelMixin, ConfigMixin):

@@ -20,6 +20,12 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_PREFIX = "step-"
 
 
+def trained_parameters(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    """The parameters training moves, by name: all of them, except those a task froze (a LoRA run trains only its
+    adapters and conv_in). The optimizer, the EMA and the checkpoints' EMA file all hold exactly these."""
+    return {name: p for name, p in model.named_parameters() if p.requires_grad}
+
+
 def checkpoint_dirs(run_dir: Path) -> list[Path]:
     """Finished checkpoints of a run, oldest first (temporary folders of an interrupted save are ignored)."""
     folder = Path(run_dir) / "checkpoints"
@@ -61,7 +67,7 @@ def save_checkpoint(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
-    names = [name for name, _ in model.named_parameters()]
+    names = list(trained_parameters(model))
     save_file({n: p.detach().contiguous().cpu() for n, p in zip(names, ema.shadow_params, strict=True)},
               tmp / "ema.safetensors")
     _save_optimizer(optimizer, tmp)
@@ -85,7 +91,7 @@ def load_checkpoint(
     """Restore a checkpoint into the given objects; returns the number of steps it had completed."""
     model.load_state_dict(load_file(folder / "model.safetensors"))
     shadow = load_file(folder / "ema.safetensors")
-    ema.shadow_params = [shadow[name].to(p.device) for name, p in model.named_parameters()]
+    ema.shadow_params = [shadow[name].to(p.device) for name, p in trained_parameters(model).items()]
     state = json.loads((folder / "state.json").read_text())
     ema.optimization_step = state["ema_optimization_step"]
     if optimizer is not None:

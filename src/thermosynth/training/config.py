@@ -118,6 +118,7 @@ class V2TTrainConfig(TrainConfig):
     # instead of an autoencoder: a Stable Diffusion folder or hub id (diffusers layout), its VAE used as it is and
     # its UNet widened for the visible latent (models/stable_diffusion.py)
     init_from: str | None = None
+    lora_rank: int | None = None  # with init_from: train LoRA adapters (and conv_in) instead of the whole UNet
     condition_dropout: float = 0.1  # LaPIG / classifier-free guidance: train the unconditional model too
     num_train_timesteps: int = 1000
     prediction_type: str = "epsilon"  # or "v_prediction", on a zero-terminal-SNR schedule (training/v2t.py)
@@ -138,6 +139,8 @@ class V2TTrainConfig(TrainConfig):
             from thermosynth.models.stable_diffusion import pretrained_prediction_type
 
             self.prediction_type = pretrained_prediction_type(self.init_from)
+        if self.lora_rank is not None and (not self.init_from or self.lora_rank < 1):
+            raise ValueError("--lora-rank needs --init-from (adapters on a pretrained UNet) and must be at least 1")
         if not self.init_from and (self.data.thermal_normalization != "fixed" or self.data.thermal_range):
             raise ValueError("--thermal-normalization / --thermal-range go with --init-from; otherwise the "
                              "autoencoder's own normalisation is used")

@@ -26,7 +26,13 @@ from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
 from thermosynth.distributed import uses_cpu
-from thermosynth.training.checkpoint import checkpoint_dirs, checkpoint_state, load_checkpoint, save_checkpoint
+from thermosynth.training.checkpoint import (
+    checkpoint_dirs,
+    checkpoint_state,
+    load_checkpoint,
+    save_checkpoint,
+    trained_parameters,
+)
 from thermosynth.training.config import TrainConfig, load_config
 
 logger = logging.getLogger(__name__)
@@ -154,13 +160,13 @@ class _ModelWithLoss(torch.nn.Module):
 
 
 def _with_ema_weights(model: torch.nn.Module, ema: EMAModel, fn: Callable[[], object]):
-    ema.store(model.parameters())
-    ema.copy_to(model.parameters())
+    ema.store(trained_parameters(model).values())
+    ema.copy_to(trained_parameters(model).values())
     try:
         with torch.no_grad():
             return fn()
     finally:
-        ema.restore(model.parameters())
+        ema.restore(trained_parameters(model).values())
 
 
 def _export(task: TrainingTask, model: torch.nn.Module, ema: EMAModel, run_dir: Path) -> Path:
@@ -203,9 +209,12 @@ def run_training(task: TrainingTask) -> Path:
         # EMA, checkpoints and exports read each parameter whole in every process; sharding would corrupt them
         raise ValueError(f"{accelerator.distributed_type.value} is not supported by thermosynth's training loop: "
                          "launch with DDP (`accelerate launch --multi_gpu`); every preset fits one GPU's memory.")
-    model = task.model.float().train()
-    ema = EMAModel(model.parameters(), decay=config.ema_decay, model_cls=type(model), model_config=model.config)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay,
+    model = task.model.train()
+    if any(p.dtype != torch.float32 for p in model.parameters()):  # a no-op cast still warns in diffusers
+        model.float()
+    parameters = list(trained_parameters(model).values())
+    ema = EMAModel(parameters, decay=config.ema_decay, model_cls=type(model), model_config=model.config)
+    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay,
                                   betas=(config.adam_beta1, 0.999))
 
     start, elapsed = 0, 0.0
@@ -263,7 +272,7 @@ def run_training(task: TrainingTask) -> Path:
                 "--lr, --mixed-precision no, or check the data for broken images. Re-running resumes from "
                 f"{kept[-1].name if kept else 'the start'}."
             )
-        ema.step(raw_model.parameters())
+        ema.step(trained_parameters(raw_model).values())
         window_loss += value
         window_steps += 1
         progress.update(1)

@@ -21,7 +21,15 @@ from thermosynth.data.loading import fit_normalization, load_paired_arrays
 from thermosynth.distributed import process_state
 from thermosynth.models.configs import build_v2t_unet
 from thermosynth.models.latent_codec import LatentCodec, as_codec_input, v2t_unet_input
-from thermosynth.models.stable_diffusion import empty_prompt_embedding, load_v2t_unet, load_vae, v2t_prediction
+from thermosynth.models.stable_diffusion import (
+    add_v2t_lora,
+    empty_prompt_embedding,
+    load_v2t_unet,
+    load_vae,
+    merged,
+    save_v2t_lora,
+    v2t_prediction,
+)
 from thermosynth.pipelines.visible_to_thermal import VisibleToThermalPipeline
 from thermosynth.training.autoencoder import load_normalization
 from thermosynth.training.config import V2TTrainConfig
@@ -120,6 +128,9 @@ def build_task(config: V2TTrainConfig) -> TrainingTask:
         vae = load_vae(config.init_from)
         normalization = fit_normalization([t for _, t in arrays], data.thermal_normalization, data.thermal_range)
         unet, prompt = load_v2t_unet(config.init_from), empty_prompt_embedding(config.init_from).to(device)
+        if config.lora_rank:
+            torch.manual_seed(config.seed)  # the adapters' A matrices are drawn at random
+            add_v2t_lora(unet, config.lora_rank)
         # the pretrained UNet learnt its noise schedule and prediction type (in the config already): keep them
         scheduler = DDPMScheduler.from_pretrained(config.init_from, subfolder="scheduler")
         logger.info("v2t from %s: its VAE frozen, its UNet widened to %d input channels (%s)", config.init_from,
@@ -166,7 +177,11 @@ def build_task(config: V2TTrainConfig) -> TrainingTask:
                                     generator=torch.Generator().manual_seed(config.seed))
 
     def export(model, folder):
-        pipeline_for(model).save_pretrained(folder)
+        if config.lora_rank:  # the pipeline gets the adapters folded in; lora/ holds them alone, to share or apply
+            pipeline_for(merged(model)).save_pretrained(folder)
+            save_v2t_lora(model, folder / "lora")
+        else:
+            pipeline_for(model).save_pretrained(folder)
 
     return TrainingTask(config, unet, draw_batch, loss, validate, export, export_name="pipeline")
 
