@@ -101,3 +101,24 @@ def test_lora_trains_only_adapters_and_conv_in_and_round_trips(sd_layout_dir, pa
                                    rtol=1e-4, atol=1e-5)
     image = exported(np.zeros((40, 48, 3), np.uint8), num_inference_steps=2, output_type="np").images
     assert image.shape == (1, 40, 48, 1) and np.isfinite(image).all()
+
+
+def test_gradient_checkpointing_recomputes_the_unet_blocks(sd_layout_dir, paired_folder, tmp_path):
+    from thermosynth.training.config import DataConfig, make_config
+    from thermosynth.training.v2t import build_task
+
+    calls = {}
+    for checkpointing in (False, True):
+        config = make_config("v2t", "tiny", output_dir=str(tmp_path / str(checkpointing)),
+                             init_from=str(sd_layout_dir), batch_size=2, gradient_checkpointing=checkpointing or None,
+                             data=DataConfig(paths=[str(paired_folder)]))
+        task = build_task(config)
+        unet = task.model.train()
+        resnet, count = unet.down_blocks[0].resnets[0], []
+        forward = resnet.forward
+        resnet.forward = lambda *a, **k: count.append(1) or forward(*a, **k)  # noqa: B023 (hooks miss recomputes)
+        generator = torch.Generator().manual_seed(0)
+        loss, _ = task.compute_loss(unet, task.draw_batch(generator), generator)
+        loss.backward()
+        calls[checkpointing] = len(count)
+    assert calls == {False: 1, True: 2}  # forward, and once more in the backward pass

@@ -79,7 +79,8 @@ def _training_config(task: str, args: argparse.Namespace):
     extra = {"autoencoder": str(Path(args.autoencoder)) if args.autoencoder else None} if task in ("v2t", "t2ir") \
         else {}
     if task == "v2t":
-        extra.update(prediction_type=args.prediction_type, init_from=args.init_from, lora_rank=args.lora_rank)
+        extra.update(prediction_type=args.prediction_type, init_from=args.init_from, lora_rank=args.lora_rank,
+                     gradient_checkpointing=args.gradient_checkpointing or None)
     if task == "t2ir":
         extra.update(text_encoder=args.text_encoder, long_clip=args.long_clip or None,
                      mask_loss_weight=args.mask_loss_weight, mask_t_max=args.mask_t_max,
@@ -270,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     v2t.add_argument("--lora-rank", type=_positive_int, metavar="R",
                      help="with --init-from: train rank-R LoRA adapters and conv_in, the pretrained UNet frozen "
                      "(much less memory than training the whole UNet)")
+    v2t.add_argument("--gradient-checkpointing", action="store_true",
+                     help="recompute the UNet's activations in the backward pass: less memory, one more forward")
     _add_normalization_arguments(v2t, "with --init-from; otherwise the autoencoder's")
     t2ir = tasks.add_parser("t2ir", help="the text-to-infrared latent diffusion model (TxT2IR)")
     _add_training_arguments(t2ir)

@@ -119,6 +119,7 @@ class V2TTrainConfig(TrainConfig):
     # its UNet widened for the visible latent (models/stable_diffusion.py)
     init_from: str | None = None
     lora_rank: int | None = None  # with init_from: train LoRA adapters (and conv_in) instead of the whole UNet
+    gradient_checkpointing: bool = False  # recompute the UNet's activations in the backward pass: less memory
     condition_dropout: float = 0.1  # LaPIG / classifier-free guidance: train the unconditional model too
     num_train_timesteps: int = 1000
     prediction_type: str = "epsilon"  # or "v_prediction", on a zero-terminal-SNR schedule (training/v2t.py)

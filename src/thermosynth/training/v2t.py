@@ -142,6 +142,8 @@ def build_task(config: V2TTrainConfig) -> TrainingTask:
         torch.manual_seed(config.seed)
         unet, prompt = build_v2t_unet(config.architecture, vae.config.latent_channels), None
         scheduler = noise_schedule(config.num_train_timesteps, config.prediction_type)
+    if config.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
     vae.to(device)
     codec = LatentCodec(vae)
     multiple = codec.downsampling * 2 ** (len(unet.config.block_out_channels) - 1)
