@@ -77,8 +77,8 @@ def server(tmp_path):
             pytest.fail(f"the server did not start:\n{(tmp_path / 'serve.log').read_text()}")
         time.sleep(0.5)
     yield url
-    process.send_signal(signal.SIGINT)  # Ctrl+C, as a person stops it: the app removes its result files
-    process.wait(timeout=30)
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=30)  # stops cleanly (removing its result files), not only when killed
     log.close()
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -238,6 +239,16 @@ def build_page(app: ThermalApp):
     return page
 
 
+def _stop_on_signals() -> None:
+    """Ctrl+C and SIGTERM both stop the server cleanly (Gradio closes on KeyboardInterrupt; the result files go),
+    also where a shell started it in the background with SIGINT ignored."""
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+
+
 def serve(v2t: str, t2ir: str, host: str = "127.0.0.1", port: int = 7860, device: str | None = None,
           dtype: str | None = None, max_pixels: int = MAX_PIXELS) -> None:
     """Load both models, then serve the page until interrupted."""
@@ -247,6 +258,7 @@ def serve(v2t: str, t2ir: str, host: str = "127.0.0.1", port: int = 7860, device
     page.queue(max_size=32)
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"listening on {host}: anyone who can reach this machine on port {port} can use the app", flush=True)
+    _stop_on_signals()
     print(f"thermosynth app on http://{host}:{port} (Ctrl+C stops it)", flush=True)
     page.launch(server_name=host, server_port=port, max_file_size=f"{MAX_UPLOAD_MB}mb",
                 allowed_paths=[str(SAMPLES)], quiet=True, footer_links=[])
