@@ -91,16 +91,20 @@ def sd_layout_vae(shift_factor: float | None = None):
     ).eval()
 
 
+def byte_level_clip_vocab() -> dict[str, int]:
+    """CLIP's byte-level alphabet (each byte's printable stand-in, alone and word-final) and its two special tokens,
+    without merges: 514 tokens, enough for a CLIP tokenizer to read any text."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    extra = iter(range(256, 512))  # the other bytes map above 255, in order
+    chars = [chr(b) if b in printable else chr(next(extra)) for b in range(256)]
+    tokens = [*chars, *(c + "</w>" for c in chars), "<|startoftext|>", "<|endoftext|>"]
+    return {token: index for index, token in enumerate(tokens)}
+
+
 def _byte_level_clip_tokenizer():
-    """A CLIP tokenizer with CLIP's byte-level alphabet and special tokens but no merges (514 tokens)."""
     from transformers import CLIPTokenizer
 
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    rest = [256 + n for n in range(256 - len(printable))]  # CLIP maps the other bytes above 255
-    chars = [chr(c) for c in printable + rest]
-    vocab = {token: index for index, token in enumerate([*chars, *(c + "</w>" for c in chars)])}
-    vocab.update({"<|startoftext|>": len(vocab), "<|endoftext|>": len(vocab) + 1})
-    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
+    return CLIPTokenizer(vocab=byte_level_clip_vocab(), merges=[], model_max_length=77)
 
 
 def write_sd_layout(folder: Path) -> Path:

@@ -122,3 +122,27 @@ def test_gradient_checkpointing_recomputes_the_unet_blocks(sd_layout_dir, paired
         loss.backward()
         calls[checkpointing] = len(count)
     assert calls == {False: 1, True: 2}  # forward, and once more in the backward pass
+
+
+def test_train_t2ir_from_a_pretrained_stable_diffusion_then_generate(sd_layout_dir, tmp_path):
+    from conftest import SAMPLES
+
+    run = tmp_path / "t2ir"
+    main(["train", "t2ir", "--data", str(SAMPLES / "hit-uav"), "--split", "train", "--out", str(run),
+          "--init-from", str(sd_layout_dir), "--steps", "2", "--batch-size", "2"])
+    config = json.loads((run / "config.json").read_text())
+    assert config["text_encoder"] == str(sd_layout_dir)  # its own CLIP, not the default MiniLM
+    index = json.loads((run / "pipeline" / "model_index.json").read_text())
+    assert index["text_encoder"] == ["transformers", "CLIPTextModel"]
+    pretrained_vae = (sd_layout_dir / "vae" / "diffusion_pytorch_model.safetensors").read_bytes()
+    assert (run / "pipeline" / "vae" / "diffusion_pytorch_model.safetensors").read_bytes() == pretrained_vae
+    assert "mask_l1" in (run / "metrics.jsonl").read_text()  # the mask loss decodes through SD's VAE
+
+    main(["generate", "two cars on a road", "--model", str(run / "pipeline"), "-n", "1", "--steps", "2", "--out",
+          str(tmp_path / "made")])
+    assert Image.open(tmp_path / "made" / "0000.png").size == (160, 128)
+    with pytest.raises(ValueError, match="reads its own text encoder"):
+        from thermosynth.training.config import DataConfig, make_config
+
+        make_config("t2ir", "tiny", output_dir=str(tmp_path / "x"), init_from=str(sd_layout_dir),
+                    text_encoder="some/clip", data=DataConfig(paths=[str(SAMPLES / "hit-uav")]))

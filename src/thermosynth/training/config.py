@@ -111,6 +111,19 @@ class AutoencoderTrainConfig(TrainConfig):
             raise ValueError(f"thermal_fraction must be in (0, 1], got {self.thermal_fraction}")
 
 
+def check_init_from(config) -> None:
+    """An autoencoder of thermosynth's, or a pretrained Stable Diffusion's VAE (`init_from`): exactly one; the
+    thermal normalisation flags only where no autoencoder brings its own."""
+    if config.init_from and config.autoencoder:
+        raise ValueError("give --autoencoder or --init-from, not both: --init-from uses the pretrained VAE")
+    if not (config.autoencoder or config.init_from):
+        raise ValueError("autoencoder is required: the folder of a trained autoencoder (<run>/autoencoder), or "
+                         "--init-from a pretrained Stable Diffusion")
+    if not config.init_from and (config.data.thermal_normalization != "fixed" or config.data.thermal_range):
+        raise ValueError("--thermal-normalization / --thermal-range go with --init-from; otherwise the "
+                         "autoencoder's own normalisation is used")
+
+
 @dataclass
 class V2TTrainConfig(TrainConfig):
     task = "v2t"
@@ -131,20 +144,13 @@ class V2TTrainConfig(TrainConfig):
             raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {self.prediction_type!r}")
         if self.architecture not in V2T_UNET_ARCHITECTURES:
             raise ValueError(f"architecture must be one of {sorted(V2T_UNET_ARCHITECTURES)}")
-        if self.init_from and self.autoencoder:
-            raise ValueError("give --autoencoder or --init-from, not both: --init-from uses the pretrained VAE")
-        if not (self.autoencoder or self.init_from):
-            raise ValueError("autoencoder is required: the folder of a trained autoencoder (<run>/autoencoder), or "
-                             "--init-from a pretrained Stable Diffusion")
+        check_init_from(self)
         if self.init_from:  # the pretrained UNet's own prediction type, whatever the preset says
             from thermosynth.models.stable_diffusion import pretrained_prediction_type
 
             self.prediction_type = pretrained_prediction_type(self.init_from)
         if self.lora_rank is not None and (not self.init_from or self.lora_rank < 1):
             raise ValueError("--lora-rank needs --init-from (adapters on a pretrained UNet) and must be at least 1")
-        if not self.init_from and (self.data.thermal_normalization != "fixed" or self.data.thermal_range):
-            raise ValueError("--thermal-normalization / --thermal-range go with --init-from; otherwise the "
-                             "autoencoder's own normalisation is used")
         if not 0.0 <= self.condition_dropout < 1.0:
             raise ValueError(f"condition_dropout must be in [0, 1), got {self.condition_dropout}")
 
@@ -170,7 +176,9 @@ class T2IRTrainConfig(TrainConfig):
 
     task = "t2ir"
     autoencoder: str = ""  # folder written by `thermosynth train autoencoder` (<run>/autoencoder)
-    text_encoder: str = DEFAULT_TEXT_ENCODER  # or a CLIP folder / hub id
+    # instead of an autoencoder: a Stable Diffusion folder or hub id, its VAE, UNet and CLIP text encoder as they are
+    init_from: str | None = None
+    text_encoder: str = DEFAULT_TEXT_ENCODER  # or a CLIP folder / hub id; with init_from, the init_from model
     long_clip: bool = False  # stretch CLIP to 248 positions (LongCLIP)
     image_size: tuple[int, int] = (128, 160)  # (height, width) every training image is fitted to
     condition_dropout: float = 0.1  # captions replaced by "" this often, for classifier-free guidance
@@ -191,8 +199,19 @@ class T2IRTrainConfig(TrainConfig):
         self.image_size = tuple(self.image_size)
         if self.architecture not in T2IR_UNET_ARCHITECTURES:
             raise ValueError(f"architecture must be one of {sorted(T2IR_UNET_ARCHITECTURES)}")
-        if not self.autoencoder:
-            raise ValueError("autoencoder is required: the folder of a trained autoencoder (<run>/autoencoder)")
+        check_init_from(self)
+        if self.init_from:
+            if self.text_encoder == DEFAULT_TEXT_ENCODER:
+                self.text_encoder = self.init_from  # the pretrained UNet reads its own CLIP's states
+            elif self.text_encoder != self.init_from:
+                raise ValueError("with --init-from, the pretrained UNet reads its own text encoder: leave out "
+                                 "--text-encoder (another encoder through a learned projection is not there yet)")
+            from thermosynth.models.stable_diffusion import pretrained_prediction_type
+
+            predicts = pretrained_prediction_type(self.init_from)
+            if predicts != "epsilon":  # the mask loss's z0 estimate assumes it
+                raise ValueError(f"{self.init_from} predicts {predicts}; text to infrared trains epsilon prediction: "
+                                 "start from SD-1.5 or SD-2.1-base")
         if not 0.0 <= self.condition_dropout < 1.0:
             raise ValueError(f"condition_dropout must be in [0, 1), got {self.condition_dropout}")
         if self.mask_loss_weight < 0:

@@ -28,13 +28,16 @@ from thermosynth.data.augment import fit_to_size
 from thermosynth.data.captions import METADATA_FILE, caption_hituav, caption_llvip, read_metadata
 from thermosynth.data.errors import DataError
 from thermosynth.data.images import read_thermal
+from thermosynth.data.loading import fit_normalization
 from thermosynth.data.masks import HotMaskSpec, hot_mask, mask_weights
 from thermosynth.data.normalization import ThermalNormalization
 from thermosynth.data.sources import Box, read_voc_boxes
 from thermosynth.distributed import process_state
 from thermosynth.models.configs import build_t2ir_unet
 from thermosynth.models.latent_codec import LatentCodec
-from thermosynth.models.text_encoders import encode_prompts, hidden_size, load_text_encoder
+from thermosynth.models.stable_diffusion import load_t2ir_unet, load_vae
+from thermosynth.models.stable_diffusion import load_text_encoder as load_pretrained_text_encoder
+from thermosynth.models.text_encoders import encode_prompts, hidden_size, load_text_encoder, stretch_clip_positions
 from thermosynth.pipelines.text_to_thermal import TextToThermalPipeline
 from thermosynth.render import image_grid, tensor_to_rgb
 from thermosynth.training.autoencoder import load_normalization
@@ -182,21 +185,36 @@ class CaptionedLatents:
 
 
 def build_task(config: T2IRTrainConfig) -> TrainingTask:
-    autoencoder_dir = Path(config.autoencoder)
-    normalization = load_normalization(autoencoder_dir)
     device = process_state().device  # the frozen parts sit where this process trains
-    vae = AutoencoderKL.from_pretrained(autoencoder_dir).eval().requires_grad_(False).to(device)
+    items = load_captioned(config.data.paths, config.data.split, config.image_size, config.data.skip_bad)
+    if config.init_from:
+        data_config = config.data
+        normalization = fit_normalization([item.raw for item in items], data_config.thermal_normalization,
+                                          data_config.thermal_range)
+        vae = load_vae(config.init_from)
+        tokenizer, text_encoder = load_pretrained_text_encoder(config.init_from)
+        if config.long_clip:
+            stretch_clip_positions(text_encoder, tokenizer)
+        unet = load_t2ir_unet(config.init_from)
+        scheduler = DDPMScheduler.from_pretrained(config.init_from, subfolder="scheduler")  # what the UNet learnt
+        logger.info("t2ir from %s: its VAE and text encoder frozen, its UNet fine-tuned", config.init_from)
+    else:
+        normalization = load_normalization(Path(config.autoencoder))
+        vae = AutoencoderKL.from_pretrained(Path(config.autoencoder)).eval().requires_grad_(False)
+        tokenizer, text_encoder = load_text_encoder(config.text_encoder, config.long_clip)
+        scheduler = noise_schedule(config.num_train_timesteps)
+        torch.manual_seed(config.seed)
+        unet = build_t2ir_unet(config.architecture, hidden_size(text_encoder), vae.config.latent_channels)
+    vae.to(device)
+    text_encoder.to(device)
     if config.decoder_checkpointing:
         vae.enable_gradient_checkpointing()
-    tokenizer, text_encoder = load_text_encoder(config.text_encoder, config.long_clip)
-    text_encoder.to(device)
-    items = load_captioned(config.data.paths, config.data.split, config.image_size, config.data.skip_bad)
+    multiple = LatentCodec(vae).downsampling * 2 ** (len(unet.config.block_out_channels) - 1)
+    if any(side % multiple for side in config.image_size):
+        raise ValueError(f"image_size must be multiples of {multiple} for this autoencoder and UNet, got "
+                         f"{config.image_size}")
     data = CaptionedLatents(items, vae, normalization, config)
-    scheduler = noise_schedule(config.num_train_timesteps)
     logger.info("t2ir data: %d images, %d captions", len(data), sum(len(c) for c in data.captions))
-
-    torch.manual_seed(config.seed)
-    unet = build_t2ir_unet(config.architecture, hidden_size(text_encoder), vae.config.latent_channels)
     validation_prompts = [data.captions[i][0] for i in np.linspace(0, len(data) - 1, 4).round().astype(int)]
 
     def pipeline_for(model: UNet2DConditionModel) -> TextToThermalPipeline:
