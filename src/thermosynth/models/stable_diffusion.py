@@ -94,19 +94,19 @@ LORA_FILE = "pytorch_lora_weights.safetensors"
 CONV_IN_FILE = "conv_in.safetensors"
 
 
-def add_v2t_lora(unet: UNet2DConditionModel, rank: int) -> None:
+def add_lora(unet: UNet2DConditionModel, rank: int, train_conv_in: bool) -> None:
     """Freeze the UNet and give its attention projections LoRA adapters of `rank` (B starts at zero, so the output
-    is unchanged until training moves them). conv_in stays trainable: its visible-latent channels start at zero and
-    must learn (InstructPix2Pix trains it), and it is small (SD-1.5: 23K weights)."""
+    is unchanged until training moves them). V2T also trains conv_in whole: its visible-latent channels start at zero
+    and must learn (InstructPix2Pix trains it), and it is small (SD-1.5: 23K weights)."""
     from peft import LoraConfig
 
     unet.requires_grad_(False)
     unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=LORA_TARGETS))
-    unet.conv_in.requires_grad_(True)
+    unet.conv_in.requires_grad_(train_conv_in)
 
 
-def save_v2t_lora(unet: UNet2DConditionModel, folder: Path) -> None:
-    """What a LoRA run trained, in `folder`: the adapters in diffusers' LoRA format, and conv_in."""
+def save_lora(unet: UNet2DConditionModel, folder: Path) -> None:
+    """What a LoRA run trained, in `folder`: the adapters in diffusers' LoRA format, and conv_in when it trained."""
     from diffusers.utils import logging as diffusers_logging
     from safetensors.torch import save_file
 
@@ -116,16 +116,19 @@ def save_v2t_lora(unet: UNet2DConditionModel, folder: Path) -> None:
         unet.save_lora_adapter(folder, weight_name=LORA_FILE)
     finally:
         diffusers_logging.set_verbosity(verbosity)
-    save_file({k: v.detach().contiguous().cpu() for k, v in unet.conv_in.state_dict().items()},
-              Path(folder) / CONV_IN_FILE)
+    if unet.conv_in.weight.requires_grad:
+        save_file({k: v.detach().contiguous().cpu() for k, v in unet.conv_in.state_dict().items()},
+                  Path(folder) / CONV_IN_FILE)
 
 
-def load_v2t_lora(unet: UNet2DConditionModel, folder: Path) -> UNet2DConditionModel:
-    """Apply a saved LoRA run to the widened pretrained UNet it was trained on (`load_v2t_unet(model)`)."""
+def load_lora(unet: UNet2DConditionModel, folder: Path) -> UNet2DConditionModel:
+    """Apply a saved LoRA run to the pretrained UNet it was trained on (`load_v2t_unet(model)` or
+    `load_t2ir_unet(model)`)."""
     from safetensors.torch import load_file
 
     unet.load_lora_adapter(str(folder), prefix=None, weight_name=LORA_FILE)
-    unet.conv_in.load_state_dict(load_file(Path(folder) / CONV_IN_FILE))
+    if (Path(folder) / CONV_IN_FILE).is_file():
+        unet.conv_in.load_state_dict(load_file(Path(folder) / CONV_IN_FILE))
     return unet
 
 

@@ -119,6 +119,8 @@ def check_init_from(config) -> None:
     if not (config.autoencoder or config.init_from):
         raise ValueError("autoencoder is required: the folder of a trained autoencoder (<run>/autoencoder), or "
                          "--init-from a pretrained Stable Diffusion")
+    if config.lora_rank is not None and (not config.init_from or config.lora_rank < 1):
+        raise ValueError("--lora-rank needs --init-from (adapters on a pretrained UNet) and must be at least 1")
     if not config.init_from and (config.data.thermal_normalization != "fixed" or config.data.thermal_range):
         raise ValueError("--thermal-normalization / --thermal-range go with --init-from; otherwise the "
                          "autoencoder's own normalisation is used")
@@ -149,8 +151,6 @@ class V2TTrainConfig(TrainConfig):
             from thermosynth.models.stable_diffusion import pretrained_prediction_type
 
             self.prediction_type = pretrained_prediction_type(self.init_from)
-        if self.lora_rank is not None and (not self.init_from or self.lora_rank < 1):
-            raise ValueError("--lora-rank needs --init-from (adapters on a pretrained UNet) and must be at least 1")
         if not 0.0 <= self.condition_dropout < 1.0:
             raise ValueError(f"condition_dropout must be in [0, 1), got {self.condition_dropout}")
 
@@ -178,6 +178,8 @@ class T2IRTrainConfig(TrainConfig):
     autoencoder: str = ""  # folder written by `thermosynth train autoencoder` (<run>/autoencoder)
     # instead of an autoencoder: a Stable Diffusion folder or hub id, its VAE, UNet and CLIP text encoder as they are
     init_from: str | None = None
+    lora_rank: int | None = None  # with init_from: train LoRA adapters instead of the whole UNet
+    gradient_checkpointing: bool = False  # recompute the UNet's activations in the backward pass: less memory
     text_encoder: str = DEFAULT_TEXT_ENCODER  # or a CLIP folder / hub id; with init_from, the init_from model
     long_clip: bool = False  # stretch CLIP to 248 positions (LongCLIP)
     image_size: tuple[int, int] = (128, 160)  # (height, width) every training image is fitted to

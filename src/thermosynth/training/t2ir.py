@@ -35,7 +35,7 @@ from thermosynth.data.sources import Box, read_voc_boxes
 from thermosynth.distributed import process_state
 from thermosynth.models.configs import build_t2ir_unet
 from thermosynth.models.latent_codec import LatentCodec
-from thermosynth.models.stable_diffusion import load_t2ir_unet, load_vae
+from thermosynth.models.stable_diffusion import add_lora, load_t2ir_unet, load_vae, merged, save_lora
 from thermosynth.models.stable_diffusion import load_text_encoder as load_pretrained_text_encoder
 from thermosynth.models.text_encoders import encode_prompts, hidden_size, load_text_encoder, stretch_clip_positions
 from thermosynth.pipelines.text_to_thermal import TextToThermalPipeline
@@ -196,6 +196,9 @@ def build_task(config: T2IRTrainConfig) -> TrainingTask:
         if config.long_clip:
             stretch_clip_positions(text_encoder, tokenizer)
         unet = load_t2ir_unet(config.init_from)
+        if config.lora_rank:
+            torch.manual_seed(config.seed)  # the adapters' A matrices are drawn at random
+            add_lora(unet, config.lora_rank, train_conv_in=False)
         scheduler = DDPMScheduler.from_pretrained(config.init_from, subfolder="scheduler")  # what the UNet learnt
         logger.info("t2ir from %s: its VAE and text encoder frozen, its UNet fine-tuned", config.init_from)
     else:
@@ -207,6 +210,8 @@ def build_task(config: T2IRTrainConfig) -> TrainingTask:
         unet = build_t2ir_unet(config.architecture, hidden_size(text_encoder), vae.config.latent_channels)
     vae.to(device)
     text_encoder.to(device)
+    if config.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
     if config.decoder_checkpointing:
         vae.enable_gradient_checkpointing()
     multiple = LatentCodec(vae).downsampling * 2 ** (len(unet.config.block_out_channels) - 1)
@@ -240,7 +245,10 @@ def build_task(config: T2IRTrainConfig) -> TrainingTask:
         return {"generated_mean": made.mean().item(), "generated_std": made.std().item()}
 
     def export(model, folder):
-        pipeline_for(model).save_pretrained(folder)
+        # the pipeline gets LoRA adapters folded in; lora/ holds them alone, to share or apply
+        pipeline_for(merged(model) if config.lora_rank else model).save_pretrained(folder)
+        if config.lora_rank:
+            save_lora(model, folder / "lora")
 
     return TrainingTask(config, unet, draw_batch, loss, validate, export, export_name="pipeline")
 

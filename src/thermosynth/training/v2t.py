@@ -22,12 +22,12 @@ from thermosynth.distributed import process_state
 from thermosynth.models.configs import build_v2t_unet
 from thermosynth.models.latent_codec import LatentCodec, as_codec_input, v2t_unet_input
 from thermosynth.models.stable_diffusion import (
-    add_v2t_lora,
+    add_lora,
     empty_prompt_embedding,
     load_v2t_unet,
     load_vae,
     merged,
-    save_v2t_lora,
+    save_lora,
     v2t_prediction,
 )
 from thermosynth.pipelines.visible_to_thermal import VisibleToThermalPipeline
@@ -130,7 +130,7 @@ def build_task(config: V2TTrainConfig) -> TrainingTask:
         unet, prompt = load_v2t_unet(config.init_from), empty_prompt_embedding(config.init_from).to(device)
         if config.lora_rank:
             torch.manual_seed(config.seed)  # the adapters' A matrices are drawn at random
-            add_v2t_lora(unet, config.lora_rank)
+            add_lora(unet, config.lora_rank, train_conv_in=True)
         # the pretrained UNet learnt its noise schedule and prediction type (in the config already): keep them
         scheduler = DDPMScheduler.from_pretrained(config.init_from, subfolder="scheduler")
         logger.info("v2t from %s: its VAE frozen, its UNet widened to %d input channels (%s)", config.init_from,
@@ -179,11 +179,10 @@ def build_task(config: V2TTrainConfig) -> TrainingTask:
                                     generator=torch.Generator().manual_seed(config.seed))
 
     def export(model, folder):
-        if config.lora_rank:  # the pipeline gets the adapters folded in; lora/ holds them alone, to share or apply
-            pipeline_for(merged(model)).save_pretrained(folder)
-            save_v2t_lora(model, folder / "lora")
-        else:
-            pipeline_for(model).save_pretrained(folder)
+        # the pipeline gets LoRA adapters folded in; lora/ holds them alone, to share or apply
+        pipeline_for(merged(model) if config.lora_rank else model).save_pretrained(folder)
+        if config.lora_rank:
+            save_lora(model, folder / "lora")
 
     return TrainingTask(config, unet, draw_batch, loss, validate, export, export_name="pipeline")
 
