@@ -12,7 +12,8 @@ cross-attention, random weights) widened to 8 input channels as `train v2t --ini
   largest single module's activations are added once.
 
 Not counted: the CUDA context and allocator slack (typically 0.5-1.5 GB), cuDNN/cuBLAS workspaces, the frozen VAE
-used by validation (83.7M parameters, 0.33 GB in fp32). Run: `python benchmarks/memory/sd15_v2t_memory.py`.
+used by validation (83.7M parameters, 0.33 GB in fp32). Run: `python benchmarks/memory/sd15_v2t_memory.py` (the
+recorded run used `--sizes 256 --batches 1 8 32`; 512 px was not run on the CPU).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import argparse
 import contextlib
 import datetime
 import platform
+import sys
 from pathlib import Path
 
 import diffusers
@@ -51,8 +53,7 @@ def checkpointed(name: str) -> bool:
     """The modules diffusers' gradient checkpointing wraps in this UNet (diffusers 0.42): every resnet of a block,
     and every transformer block inside an attention."""
     parts = name.split(".")
-    return (len(parts) >= 2 and parts[-2] == "resnets" and parts[-1].isdigit()) or \
-        (len(parts) >= 2 and parts[-2] == "transformer_blocks" and parts[-1].isdigit())
+    return len(parts) >= 2 and parts[-1].isdigit() and parts[-2] in ("resnets", "transformer_blocks")
 
 
 class SavedBytes:
@@ -155,7 +156,7 @@ def main() -> None:
     stamp = datetime.date.today().isoformat()
     with RESULTS.open("a") as results:
         results.write(
-            f"\n## {stamp}: `python benchmarks/memory/sd15_v2t_memory.py`\n\n"
+            f"\n## {stamp}: `python {' '.join(sys.argv)}`\n\n"
             f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads; torch "
             f"{torch.__version__}, diffusers {diffusers.__version__}. UNet: {total / 1e6:.1f}M parameters; LoRA rank "
             f"{args.lora_rank}: {lora_trained / 1e6:.2f}M trained of {lora_total / 1e6:.1f}M. Attention's backward "
