@@ -141,14 +141,14 @@ def test_train_t2ir_from_a_pretrained_stable_diffusion_then_generate(sd_layout_d
     # LoRA: adapters only (conv_in stays pretrained), and they apply to the pretrained UNet as the export folded them
     from safetensors.torch import load_file
 
-    from thermosynth.models.stable_diffusion import load_lora, load_t2ir_unet
+    from thermosynth.models.stable_diffusion import load_lora, load_unet
     from thermosynth.pipelines import load_text_pipeline
     from thermosynth.training.checkpoint import checkpoint_dirs
 
     trained = load_file(checkpoint_dirs(run)[-1] / "ema.safetensors")
     assert trained and all(".lora_" in name for name in trained)
     assert not (run / "pipeline" / "lora" / "conv_in.safetensors").exists()
-    applied = load_lora(load_t2ir_unet(str(sd_layout_dir)), run / "pipeline" / "lora").eval()
+    applied = load_lora(load_unet(str(sd_layout_dir)), run / "pipeline" / "lora").eval()
     exported = load_text_pipeline(str(run / "pipeline")).unet
     sample, states = torch.randn(1, 4, 8, 8), torch.randn(1, 77, 32)
     with torch.no_grad():

@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from thermosynth.data.errors import DataError
-from thermosynth.data.images import read_thermal, read_visible
+from thermosynth.data.images import image_size, read_thermal, read_visible
 from thermosynth.data.sources import roadscene_pairs
 from thermosynth.demo import DEMO_PROMPTS, SAMPLES
 from thermosynth.render import PALETTES, colorize
@@ -49,9 +49,7 @@ def check_upload(path: str | None, what: str, max_pixels: int = MAX_PIXELS,
         raise DataError(f"{path.name} is {megabytes:.1f} MB, over this server's limit of {max_upload_mb} MB. "
                         "Upload a smaller file.")
     try:
-        with Image.open(path) as image:
-            width, height = image.size
-            image.verify()
+        width, height = image_size(path)
     except Exception:  # PIL raises many types for files that are not images
         raise DataError(f"{path.name} is not an image thermosynth can read: upload a PNG, JPEG, TIFF or BMP "
                         f"{what}.") from None

@@ -20,7 +20,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from thermosynth.data.errors import DataError
-from thermosynth.data.images import atomic_write, list_images, read_visible
+from thermosynth.data.images import atomic_write, image_size, list_images, read_visible
 from thermosynth.data.sources import is_thermal_only, load_pairs, load_visible_images
 from thermosynth.distributed import is_main_process, summed_counts, this_process_share
 from thermosynth.render import PALETTES, colorize
@@ -64,9 +64,7 @@ def check_input(path: Path, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
     """The image's (width, height) from a readable header with at most `max_pixels` pixels, or a DataError naming
     the file and the fix (no decoding)."""
     try:
-        with Image.open(path) as image:
-            width, height = image.size
-            image.verify()
+        width, height = image_size(path)
     except Exception as error:  # PIL raises many types for broken files
         raise DataError(
             f"{path}: cannot be read as an image ({error}). Replace or delete it, or pass --skip-bad to skip it."

@@ -70,6 +70,15 @@ def _drop_alpha(array: np.ndarray) -> np.ndarray:
     return array
 
 
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) from the file's header, checked by PIL without decoding the pixels; PIL's own error (of many
+    types) when the file is not an image, for the caller to word for its user."""
+    with Image.open(path) as image:
+        size = image.size
+        image.verify()
+    return size
+
+
 def read_thermal(path: str | os.PathLike) -> np.ndarray:
     """Raw thermal values as an (H, W) uint8 or uint16 array.
 

@@ -55,6 +55,11 @@ class LatentCodec:
         """Pixels per latent along each side (8 for SD's VAE)."""
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
+    def size_multiple(self, unet) -> int:
+        """Image sides `unet` can denoise in this latent space must be multiples of this: the autoencoder's
+        downsampling times the UNet's (2 per level below the first)."""
+        return self.downsampling * 2 ** (len(unet.config.block_out_channels) - 1)
+
     @property
     def latent_channels(self) -> int:
         return int(self.vae.config.latent_channels)

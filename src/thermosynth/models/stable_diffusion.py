@@ -10,6 +10,7 @@ layers keep working as they were trained.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from diffusers.models.modeling_utils import ModelMixin
 logger = logging.getLogger(__name__)
 
 
+@functools.cache  # every loader checks; a hub id is looked up once per process
 def _check_layout(model: str) -> None:
     """A local folder in diffusers' layout, or a hub id (read from the cache offline): else one plain line."""
     from thermosynth.pipelines import HUB_ID
@@ -73,10 +75,15 @@ def widen_conv_in(unet: UNet2DConditionModel, extra_channels: int) -> UNet2DCond
     return unet
 
 
-def load_v2t_unet(model: str) -> UNet2DConditionModel:
-    """The pretrained UNet (`unet/`), widened to read cat(noisy thermal latent, visible latent)."""
+def load_unet(model: str) -> UNet2DConditionModel:
+    """The pretrained text-conditioned UNet (`unet/`), as it is: T2IR's denoiser reads the same inputs."""
     _check_layout(model)
-    unet = UNet2DConditionModel.from_pretrained(model, subfolder="unet")
+    return UNet2DConditionModel.from_pretrained(model, subfolder="unet")
+
+
+def load_v2t_unet(model: str) -> UNet2DConditionModel:
+    """The pretrained UNet, widened to read cat(noisy thermal latent, visible latent)."""
+    unet = load_unet(model)
     return widen_conv_in(unet, unet.config.in_channels)
 
 
@@ -123,7 +130,7 @@ def save_lora(unet: UNet2DConditionModel, folder: Path) -> None:
 
 def load_lora(unet: UNet2DConditionModel, folder: Path) -> UNet2DConditionModel:
     """Apply a saved LoRA run to the pretrained UNet it was trained on (`load_v2t_unet(model)` or
-    `load_t2ir_unet(model)`)."""
+    `load_unet(model)`)."""
     from safetensors.torch import load_file
 
     unet.load_lora_adapter(str(folder), prefix=None, weight_name=LORA_FILE)
@@ -132,12 +139,21 @@ def load_lora(unet: UNet2DConditionModel, folder: Path) -> UNet2DConditionModel:
     return unet
 
 
-def merged(unet: UNet2DConditionModel) -> UNet2DConditionModel:
+def _merged(unet: UNet2DConditionModel) -> UNet2DConditionModel:
     """A copy with the adapters folded into the weights: a plain UNet that loads without peft."""
     plain = copy.deepcopy(unet)
     plain.fuse_lora()
     plain.unload_lora()
     return plain
+
+
+def save_trained_pipeline(pipeline_for, unet, folder: Path) -> None:
+    """`pipeline_for(unet)` saved into `folder`; a UNet with LoRA adapters is saved with them folded in, and the
+    adapters alone go to `folder/lora/`, to share or apply with `load_lora`."""
+    has_lora = bool(getattr(unet, "peft_config", None))
+    pipeline_for(_merged(unet) if has_lora else unet).save_pretrained(folder)
+    if has_lora:
+        save_lora(unet, Path(folder) / "lora")
 
 
 class PromptEmbedding(ModelMixin, ConfigMixin):
@@ -159,12 +175,6 @@ def load_text_encoder(model: str):
     _check_layout(model)
     tokenizer = AutoTokenizer.from_pretrained(model, subfolder="tokenizer")
     return tokenizer, CLIPTextModel.from_pretrained(model, subfolder="text_encoder").eval().requires_grad_(False)
-
-
-def load_t2ir_unet(model: str) -> UNet2DConditionModel:
-    """The pretrained text-conditioned UNet (`unet/`), as it is: T2IR's denoiser reads the same inputs."""
-    _check_layout(model)
-    return UNet2DConditionModel.from_pretrained(model, subfolder="unet")
 
 
 @torch.no_grad()

@@ -32,7 +32,7 @@ class LatentDiffusionMixin:
     @property
     def size_multiple(self) -> int:
         """Image sides must be multiples of this: the autoencoder's downsampling times the UNet's."""
-        return self.codec.downsampling * 2 ** (len(self.unet.config.block_out_channels) - 1)
+        return self.codec.size_multiple(self.unet)
 
 
 DEFAULT_INFERENCE_STEPS = 25

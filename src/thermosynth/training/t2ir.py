@@ -35,7 +35,7 @@ from thermosynth.data.sources import Box, read_voc_boxes
 from thermosynth.distributed import process_state
 from thermosynth.models.configs import build_t2ir_unet
 from thermosynth.models.latent_codec import LatentCodec
-from thermosynth.models.stable_diffusion import add_lora, load_t2ir_unet, load_vae, merged, save_lora
+from thermosynth.models.stable_diffusion import add_lora, load_unet, load_vae, save_trained_pipeline
 from thermosynth.models.stable_diffusion import load_text_encoder as load_pretrained_text_encoder
 from thermosynth.models.text_encoders import encode_prompts, hidden_size, load_text_encoder, stretch_clip_positions
 from thermosynth.pipelines.text_to_thermal import TextToThermalPipeline
@@ -195,7 +195,7 @@ def build_task(config: T2IRTrainConfig) -> TrainingTask:
         tokenizer, text_encoder = load_pretrained_text_encoder(config.init_from)
         if config.long_clip:
             stretch_clip_positions(text_encoder, tokenizer)
-        unet = load_t2ir_unet(config.init_from)
+        unet = load_unet(config.init_from)
         if config.lora_rank:
             torch.manual_seed(config.seed)  # the adapters' A matrices are drawn at random
             add_lora(unet, config.lora_rank, train_conv_in=False)
@@ -214,7 +214,7 @@ def build_task(config: T2IRTrainConfig) -> TrainingTask:
         unet.enable_gradient_checkpointing()
     if config.decoder_checkpointing:
         vae.enable_gradient_checkpointing()
-    multiple = LatentCodec(vae).downsampling * 2 ** (len(unet.config.block_out_channels) - 1)
+    multiple = LatentCodec(vae).size_multiple(unet)
     if any(side % multiple for side in config.image_size):
         raise ValueError(f"image_size must be multiples of {multiple} for this autoencoder and UNet, got "
                          f"{config.image_size}")
@@ -245,10 +245,7 @@ def build_task(config: T2IRTrainConfig) -> TrainingTask:
         return {"generated_mean": made.mean().item(), "generated_std": made.std().item()}
 
     def export(model, folder):
-        # the pipeline gets LoRA adapters folded in; lora/ holds them alone, to share or apply
-        pipeline_for(merged(model) if config.lora_rank else model).save_pretrained(folder)
-        if config.lora_rank:
-            save_lora(model, folder / "lora")
+        save_trained_pipeline(pipeline_for, model, folder)
 
     return TrainingTask(config, unet, draw_batch, loss, validate, export, export_name="pipeline")
 

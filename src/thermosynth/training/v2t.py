@@ -26,8 +26,7 @@ from thermosynth.models.stable_diffusion import (
     empty_prompt_embedding,
     load_v2t_unet,
     load_vae,
-    merged,
-    save_lora,
+    save_trained_pipeline,
     v2t_prediction,
 )
 from thermosynth.pipelines.visible_to_thermal import VisibleToThermalPipeline
@@ -146,7 +145,7 @@ def build_task(config: V2TTrainConfig) -> TrainingTask:
         unet.enable_gradient_checkpointing()
     vae.to(device)
     codec = LatentCodec(vae)
-    multiple = codec.downsampling * 2 ** (len(unet.config.block_out_channels) - 1)
+    multiple = codec.size_multiple(unet)
     if config.crop_size % multiple:
         raise ValueError(f"crop_size must be a multiple of {multiple} for this autoencoder and UNet, got "
                          f"{config.crop_size}")
@@ -179,10 +178,7 @@ def build_task(config: V2TTrainConfig) -> TrainingTask:
                                     generator=torch.Generator().manual_seed(config.seed))
 
     def export(model, folder):
-        # the pipeline gets LoRA adapters folded in; lora/ holds them alone, to share or apply
-        pipeline_for(merged(model) if config.lora_rank else model).save_pretrained(folder)
-        if config.lora_rank:
-            save_lora(model, folder / "lora")
+        save_trained_pipeline(pipeline_for, model, folder)
 
     return TrainingTask(config, unet, draw_batch, loss, validate, export, export_name="pipeline")
 
