@@ -1,4 +1,5 @@
 import json
+import math
 import shutil
 
 import numpy as np
@@ -9,7 +10,7 @@ from safetensors.torch import load_file
 from thermosynth.pipelines import VisibleToThermalPipeline
 from thermosynth.training import DataConfig, make_config, train
 from thermosynth.training.checkpoint import checkpoint_dirs, checkpoint_state
-from thermosynth.training.loop import learning_rate_at, run_training
+from thermosynth.training.loop import learning_rate_schedule, run_training
 from thermosynth.training.v2t import build_task, compute_loss, noise_schedule
 
 from conftest import scene, write_pairs
@@ -72,6 +73,37 @@ def test_resume_replays_exactly(trained, tmp_path):
         assert all(torch.equal(a[k], b[k]) for k in a)
     steps = [json.loads(line)["step"] for line in (resumed_dir / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 4]  # resumed steps are logged once
+
+
+def test_ema_state_round_trips_and_older_checkpoints_load(trained, tmp_path):
+    """The EMA's settings and step count travel in ema.safetensors' metadata (EMAModel.state_dict); a checkpoint
+    written before that, with the step count in state.json, still loads."""
+    from diffusers.training_utils import EMAModel
+    from safetensors.torch import save_file
+
+    from thermosynth.training.checkpoint import load_checkpoint
+    from thermosynth.training.v2t import build_task
+
+    checkpoint = trained["root"] / "v2t" / "checkpoints" / "step-0000004"
+    model = build_task(trained["v2t_config"]).model
+
+    def restored(folder):
+        ema = EMAModel(list(model.parameters()), decay=0.5)  # settings the checkpoint must override
+        assert load_checkpoint(folder, model, ema, None) == 4
+        return ema
+
+    ema = restored(checkpoint)
+    assert (ema.decay, ema.optimization_step) == (trained["v2t_config"].ema_decay, 4)
+    shadow = load_file(checkpoint / "ema.safetensors")
+    names = [name for name, p in model.named_parameters() if p.requires_grad]
+    assert all(torch.equal(a, shadow[name]) for a, name in zip(ema.shadow_params, names, strict=True))
+
+    older = tmp_path / "step-0000004"
+    shutil.copytree(checkpoint, older)
+    save_file(shadow, older / "ema.safetensors")  # no metadata
+    state = json.loads((older / "state.json").read_text())
+    (older / "state.json").write_text(json.dumps({**state, "ema_optimization_step": 4}))
+    assert restored(older).optimization_step == 4
 
 
 def test_finished_run_is_not_retrained(trained):
@@ -141,10 +173,31 @@ def test_time_budget_stops_records_steps_and_resumes(tmp_path):
 def test_learning_rate_follows_the_time_budget():
     config = make_config("v2t", "base", output_dir="x", autoencoder="a", time_budget=10)
     peak, warm = config.learning_rate, config.warmup_steps
-    assert learning_rate_at(config, warm, elapsed_s=0) == pytest.approx(peak)
-    assert learning_rate_at(config, warm, elapsed_s=300) == pytest.approx(peak * 0.55)  # half the budget
-    assert learning_rate_at(config, warm, elapsed_s=600) == pytest.approx(peak * 0.1)
-    assert learning_rate_at(config, 0, elapsed_s=600) == pytest.approx(peak / warm)  # warm-up is counted in steps
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=peak)
+    set_learning_rate = learning_rate_schedule(optimizer, config)
+
+    def learning_rate_at(step, elapsed_s):
+        set_learning_rate(step, elapsed_s)
+        return optimizer.param_groups[0]["lr"]
+
+    assert learning_rate_at(warm, elapsed_s=0) == pytest.approx(peak)
+    assert learning_rate_at(warm, elapsed_s=300) == pytest.approx(peak * 0.55)  # half the budget
+    assert learning_rate_at(warm, elapsed_s=600) == pytest.approx(peak * 0.1)
+    assert learning_rate_at(warm, elapsed_s=6000) == pytest.approx(peak * 0.1)  # past the budget: stays at the floor
+    assert learning_rate_at(0, elapsed_s=600) == pytest.approx(peak / warm)  # warm-up is counted in steps
+    assert learning_rate_at(config.steps - 1, elapsed_s=0) > peak * 0.1  # the last step is one short of the end
+
+
+def test_learning_rate_without_a_budget_matches_the_cosine():
+    config = make_config("v2t", "base", output_dir="x", autoencoder="a")
+    peak, warm, steps = config.learning_rate, config.warmup_steps, config.steps
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=peak)
+    set_learning_rate = learning_rate_schedule(optimizer, config)
+    for step in (0, warm // 2, warm, (warm + steps) // 2, steps - 1):
+        set_learning_rate(step, 0.0)
+        expected = peak * (step + 1) / warm if step < warm else peak * (
+            0.1 + 0.45 * (1 + math.cos(math.pi * (step - warm) / (steps - warm))))
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(expected)
 
 
 def test_v_prediction_loss_targets_the_velocity(tiny_pipeline):

@@ -39,11 +39,16 @@ def _lut(palette: str) -> np.ndarray:
     raise ValueError(f"unknown palette {palette!r}; choose one of {PALETTES}")
 
 
+def stretch_to_uint8(thermal: np.ndarray) -> np.ndarray:
+    """Any numeric image -> uint8 for display, its min..max stretched to 0..255 (a flat image gives 0s)."""
+    low, high = float(thermal.min()), float(thermal.max())
+    return ((thermal.astype(np.float64) - low) / max(high - low, 1.0) * 255).round().astype(np.uint8)
+
+
 def colorize(thermal: np.ndarray, palette: str = "ironbow") -> np.ndarray:
     """(H, W) uint8 or uint16 thermal image -> (H, W, 3) uint8 rendering (uint16 is stretched min..max)."""
     if thermal.dtype == np.uint16:
-        low, high = float(thermal.min()), float(thermal.max())
-        thermal = ((thermal.astype(np.float64) - low) / max(high - low, 1.0) * 255).round().astype(np.uint8)
+        thermal = stretch_to_uint8(thermal)
     if thermal.dtype != np.uint8 or thermal.ndim != 2:
         raise ValueError(f"expected an (H, W) uint8/uint16 array, got {thermal.shape} {thermal.dtype}")
     return _lut(palette)[thermal]

@@ -18,6 +18,7 @@ from thermosynth.data.errors import DataError
 from thermosynth.data.images import atomic_write, list_images, read_thermal
 from thermosynth.data.masks import HotMaskSpec, hot_mask
 from thermosynth.data.sources import ThermalRecord, hituav_frames
+from thermosynth.render import stretch_to_uint8
 
 logger = logging.getLogger(__name__)
 
@@ -41,9 +42,7 @@ def _records(inputs: list[str], split: str | None) -> list[ThermalRecord]:
 
 def overlay(thermal: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """(H, W) thermal + bool mask -> (H, W, 3) uint8: grey image, hot pixels tinted red."""
-    grey = thermal.astype(np.float64)
-    grey = (grey - grey.min()) / max(np.ptp(grey), 1e-9) * 255
-    rgb = np.repeat(grey[..., None], 3, axis=2)
+    rgb = np.repeat(stretch_to_uint8(thermal)[..., None].astype(np.float64), 3, axis=2)
     rgb[mask] = 0.4 * rgb[mask] + 0.6 * np.array([255.0, 0.0, 0.0])
     return rgb.round().astype(np.uint8)
 

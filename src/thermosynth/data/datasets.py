@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from diffusers.image_processor import VaeImageProcessor
 import torch.nn.functional as F
 
 from thermosynth.data.augment import CropSpec, apply_crop, sample_crop_box
@@ -19,8 +20,9 @@ from thermosynth.models.latent_codec import as_codec_input
 
 
 def visible_to_tensor(visible: np.ndarray) -> torch.Tensor:
-    """(H, W, 3) uint8 -> (3, H, W) float in [-1, 1]."""
-    return torch.tensor(visible).permute(2, 0, 1).float() / 127.5 - 1.0
+    """(H, W, 3) uint8 -> (3, H, W) float in [-1, 1], by the same float steps as diffusers' VaeImageProcessor (which
+    the pipelines use), so that training and inference see identical inputs."""
+    return VaeImageProcessor.normalize(torch.from_numpy(visible.astype(np.float32) / 255.0).permute(2, 0, 1))
 
 
 def limit_size(image: np.ndarray, long_side: int | None) -> np.ndarray:

@@ -13,6 +13,7 @@ import logging
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 from tqdm.auto import tqdm
@@ -20,6 +21,7 @@ from tqdm.auto import tqdm
 from thermosynth.data.captions import METADATA_FILE, _relative, write_metadata
 from thermosynth.data.errors import DataError
 from thermosynth.data.images import list_images, read_thermal
+from thermosynth.render import stretch_to_uint8
 
 logger = logging.getLogger(__name__)
 
@@ -104,11 +106,9 @@ def caption_with_vlm(data: str | os.PathLike, model_id: str, out: str | os.PathL
     return target
 
 
-def _as_8bit(thermal):
-    if thermal.dtype.itemsize == 1:
-        return thermal
-    low, high = float(thermal.min()), float(thermal.max())
-    return ((thermal - low) / max(high - low, 1.0) * 255).round().astype("uint8")
+def _as_8bit(thermal: np.ndarray) -> np.ndarray:
+    """What the VLM sees: 8-bit images as they are, 16-bit ones stretched min..max."""
+    return thermal if thermal.dtype == np.uint8 else stretch_to_uint8(thermal)
 
 
 def _chat_text(processor, prompt: str | None) -> str:

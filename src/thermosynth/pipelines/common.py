@@ -6,12 +6,14 @@ import numpy as np
 import PIL.Image
 import torch
 import torch.nn.functional as F
+from diffusers.image_processor import VaeImageProcessor
 
-from thermosynth.data.datasets import visible_to_tensor
 from thermosynth.data.normalization import ThermalNormalization
 from thermosynth.models.latent_codec import LatentCodec
 
 OUTPUT_TYPES = ("pil", "pil16", "np", "pt")
+VISIBLE_PROCESSOR = VaeImageProcessor(do_resize=False, do_convert_rgb=True)
+THERMAL_PROCESSOR = VaeImageProcessor(do_resize=False)  # 1-channel tensors become "L" images
 
 
 class ThermalOutputMixin:
@@ -64,16 +66,16 @@ def visible_batch(image) -> torch.Tensor:
     images = image if isinstance(image, list) else [image]
     if not images:
         raise ValueError("no images given")
-    tensors = []
+    pictures = []
     for item in images:
-        if isinstance(item, PIL.Image.Image):
-            item = np.asarray(item.convert("RGB"))
-        if not (isinstance(item, np.ndarray) and item.dtype == np.uint8 and item.ndim == 3 and item.shape[2] == 3):
+        if isinstance(item, np.ndarray) and item.dtype == np.uint8 and item.ndim == 3 and item.shape[2] == 3:
+            item = PIL.Image.fromarray(item)
+        if not isinstance(item, PIL.Image.Image):
             raise ValueError("visible images must be PIL images or (H, W, 3) uint8 arrays")
-        tensors.append(visible_to_tensor(item))
-    if len({t.shape for t in tensors}) > 1:
+        pictures.append(item)
+    if len({p.size for p in pictures}) > 1:
         raise ValueError("all images of one call must have the same size; call once per size")
-    return torch.stack(tensors)
+    return VISIBLE_PROCESSOR.preprocess(pictures)  # RGB, [0, 255] -> [-1, 1]; no resizing (pipelines pad instead)
 
 
 def pad_to_multiple(images: torch.Tensor, multiple: int) -> torch.Tensor:
@@ -92,11 +94,9 @@ def postprocess(thermal: torch.Tensor, output_type: str, normalization: ThermalN
     (raw units of a 16-bit model, else the 8-bit range stretched to 0..65535)."""
     if output_type == "pt":
         return thermal
-    if output_type == "np":
-        return ((thermal + 1) / 2).permute(0, 2, 3, 1).numpy()
-    x = thermal[:, 0].numpy()
-    if output_type == "pil":
-        return [PIL.Image.fromarray(np.rint((i + 1) * 127.5).clip(0, 255).astype(np.uint8)) for i in x]
+    if output_type in ("np", "pil"):
+        return THERMAL_PROCESSOR.postprocess(thermal, output_type=output_type)
+    x = thermal[:, 0].numpy()  # 16 bits: VaeImageProcessor writes 8-bit images only
     if normalization.bit_depth == 16:
         return [PIL.Image.fromarray(normalization.denormalize(i)) for i in x]
     return [PIL.Image.fromarray(np.rint((i + 1) * 32767.5).clip(0, 65535).astype(np.uint16)) for i in x]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 from diffusers.training_utils import EMAModel
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 logger = logging.getLogger(__name__)
@@ -67,12 +68,9 @@ def save_checkpoint(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
-    names = list(trained_parameters(model))
-    save_file({n: p.detach().contiguous().cpu() for n, p in zip(names, ema.shadow_params, strict=True)},
-              tmp / "ema.safetensors")
+    _save_ema(ema, list(trained_parameters(model)), tmp / "ema.safetensors")
     _save_optimizer(optimizer, tmp)
-    (tmp / "state.json").write_text(json.dumps({"step": step, "ema_optimization_step": ema.optimization_step,
-                                                "elapsed_s": elapsed_s}))
+    (tmp / "state.json").write_text(json.dumps({"step": step, "elapsed_s": elapsed_s}))
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     for old in checkpoint_dirs(run_dir)[:-keep]:
@@ -80,8 +78,28 @@ def save_checkpoint(
     return final
 
 
+def _save_ema(ema: EMAModel, names: list[str], path: Path) -> None:
+    """EMAModel.state_dict() in one safetensors file: the shadow weights by parameter name, the settings and step
+    count as JSON in the file's metadata."""
+    state = ema.state_dict()
+    shadow = state.pop("shadow_params")
+    save_file({n: p.detach().contiguous().cpu() for n, p in zip(names, shadow, strict=True)}, path,
+              metadata={"ema": json.dumps(state)})
+
+
+def _load_ema(ema: EMAModel, names: list[str], path: Path, state_json: dict) -> None:
+    with safe_open(path, framework="pt") as f:
+        settings = (f.metadata() or {}).get("ema")
+        shadow = [f.get_tensor(name) for name in names]
+    if settings is None:  # checkpoints before the metadata: the step count sat in state.json
+        state = {**ema.state_dict(), "optimization_step": state_json["ema_optimization_step"]}
+    else:
+        state = json.loads(settings)
+    ema.load_state_dict({**state, "shadow_params": shadow})
+
+
 def checkpoint_state(folder: Path) -> dict:
-    """step, ema_optimization_step and elapsed_s (training seconds so far; 0 in checkpoints older than it)."""
+    """step and elapsed_s (training seconds so far; 0 in checkpoints older than it)."""
     return {"elapsed_s": 0.0, **json.loads((Path(folder) / "state.json").read_text())}
 
 
@@ -90,10 +108,8 @@ def load_checkpoint(
 ) -> int:
     """Restore a checkpoint into the given objects; returns the number of steps it had completed."""
     model.load_state_dict(load_file(folder / "model.safetensors"))
-    shadow = load_file(folder / "ema.safetensors")
-    ema.shadow_params = [shadow[name].to(p.device) for name, p in trained_parameters(model).items()]
     state = json.loads((folder / "state.json").read_text())
-    ema.optimization_step = state["ema_optimization_step"]
+    _load_ema(ema, list(trained_parameters(model)), folder / "ema.safetensors", state)
     if optimizer is not None:
         _load_optimizer(optimizer, folder)
     return state["step"]

@@ -21,9 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.tracking import GeneralTracker
 from accelerate.utils import DistributedType
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
+from transformers import get_scheduler
 
 from thermosynth.distributed import uses_cpu
 from thermosynth.training.checkpoint import (
@@ -68,15 +70,28 @@ def global_rng_from(generator: torch.Generator, device: torch.device):
         yield
 
 
-def learning_rate_at(config: TrainConfig, step: int, elapsed_s: float = 0.0) -> float:
-    """Linear warm-up, then cosine decay to 10% of the peak over the run's progress: the fraction of `steps` done,
-    or of the time budget spent when that is further along (a budgeted run's length in steps is unknown)."""
-    if step < config.warmup_steps:
-        return config.learning_rate * (step + 1) / config.warmup_steps
-    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-    if config.time_budget is not None:
-        progress = max(progress, elapsed_s / (60 * config.time_budget))
-    return config.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+MIN_LR_RATE = 0.1  # the cosine ends at 10% of the peak learning rate
+
+
+def learning_rate_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig) -> Callable[[int, float], None]:
+    """transformers' warm-up + cosine schedule ("cosine_with_min_lr"), evaluated where the run stands: returns
+    `apply(step, elapsed_s)`, which sets the learning rate of update `step` (0-based) in the optimizer.
+
+    The position is the step, except that the warm-up counts the update being made (the first trains at
+    peak / warmup_steps, not at 0), and a budgeted run, whose length in steps is unknown, is as far along as the
+    larger of its steps and its clock. Stateless, so a resumed run needs no scheduler state."""
+    schedule = get_scheduler("cosine_with_min_lr", optimizer, num_warmup_steps=config.warmup_steps,
+                             num_training_steps=config.steps, scheduler_specific_kwargs={"min_lr_rate": MIN_LR_RATE})
+    steps, warmup = config.steps, config.warmup_steps
+
+    def apply(step: int, elapsed_s: float = 0.0) -> None:
+        position = step + 1 if step < warmup else step
+        if config.time_budget is not None and step >= warmup:
+            position = max(position, warmup + (steps - warmup) * elapsed_s / (60 * config.time_budget))
+        for group, peak, factor in zip(optimizer.param_groups, schedule.base_lrs, schedule.lr_lambdas, strict=True):
+            group["lr"] = peak * factor(min(position, steps))
+
+    return apply
 
 
 def budget_spent(config: TrainConfig, elapsed_s: float) -> bool:
@@ -103,26 +118,27 @@ def prepare_run_dir(config: TrainConfig) -> Path:
     return run_dir
 
 
-class MetricsLog:
-    """Appends one JSON object a line to metrics.jsonl (and TensorBoard when installed).
+class JsonLinesTracker(GeneralTracker):
+    """An accelerate tracker that appends one JSON object a line to metrics.jsonl.
 
-    On resume, lines written after the restored checkpoint are dropped, so each step is logged once.
-    """
+    On resume, lines written after the restored checkpoint are dropped, so each step is logged once (TensorBoard
+    does the same through its `purge_step`)."""
 
-    def __init__(self, path: Path, resume_step: int, enabled: bool):
-        self.path, self.enabled = path, enabled
-        self.writer = None
-        if not enabled:
-            return
-        if path.is_file():
-            kept = [line for line in path.read_text().splitlines() if self._step_of(line) <= resume_step]
-            path.write_text("".join(line + "\n" for line in kept))
-        try:
-            from torch.utils.tensorboard import SummaryWriter
+    name = "jsonl"
+    requires_logging_directory = False
 
-            self.writer = SummaryWriter(str(path.parent / "tensorboard"), purge_step=resume_step + 1)
-        except ImportError:
-            pass
+    def __init__(self, path: Path, resume_step: int):
+        super().__init__()
+        self.path, self.resume_step = path, resume_step
+
+    def start(self) -> None:
+        if self.path.is_file():
+            kept = [line for line in self.path.read_text().splitlines() if self._step_of(line) <= self.resume_step]
+            self.path.write_text("".join(line + "\n" for line in kept))
+
+    @property
+    def tracker(self) -> Path:
+        return self.path
 
     @staticmethod
     def _step_of(line: str) -> float:
@@ -131,18 +147,9 @@ class MetricsLog:
         except (json.JSONDecodeError, KeyError, TypeError):  # a line cut short by a crash
             return math.inf
 
-    def write(self, step: int, values: dict[str, float]) -> None:
-        if not self.enabled:
-            return
+    def log(self, values: dict, step: int | None = None, **kwargs) -> None:
         with self.path.open("a") as f:
             f.write(json.dumps({"step": step, **values}) + "\n")
-        if self.writer is not None:
-            for key, value in values.items():
-                self.writer.add_scalar(key, value, step)
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
 
 
 class _ModelWithLoss(torch.nn.Module):
@@ -201,9 +208,14 @@ def run_training(task: TrainingTask) -> Path:
     """Train (or resume) the task's run; returns the folder of the exported model."""
     config = task.config
     run_dir = prepare_run_dir(config)
+    start = 0
+    checkpoints = checkpoint_dirs(run_dir)
+    if checkpoints:
+        start = checkpoint_state(checkpoints[-1])["step"]
     accelerator = Accelerator(
         mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.gradient_accumulation_steps,
-        cpu=uses_cpu(),
+        cpu=uses_cpu(), log_with=[JsonLinesTracker(run_dir / "metrics.jsonl", start), "tensorboard"],
+        project_dir=run_dir,  # TensorBoard, when installed, logs to <run>/tensorboard
     )
     if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
         # EMA, checkpoints and exports read each parameter whole in every process; sharding would corrupt them
@@ -216,9 +228,9 @@ def run_training(task: TrainingTask) -> Path:
     ema = EMAModel(parameters, decay=config.ema_decay, model_cls=type(model), model_config=model.config)
     optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay,
                                   betas=(config.adam_beta1, 0.999))
+    set_learning_rate = learning_rate_schedule(optimizer, config)
 
-    start, elapsed = 0, 0.0
-    checkpoints = checkpoint_dirs(run_dir)
+    elapsed = 0.0
     if checkpoints:
         start = load_checkpoint(checkpoints[-1], model, ema, optimizer)
         elapsed = checkpoint_state(checkpoints[-1])["elapsed_s"]
@@ -241,7 +253,7 @@ def run_training(task: TrainingTask) -> Path:
         logger.info("training on %d process%s (%s, %s)", accelerator.num_processes,
                     "es" if accelerator.num_processes > 1 else "", accelerator.distributed_type.value,
                     accelerator.device)
-    log = MetricsLog(run_dir / "metrics.jsonl", start, accelerator.is_main_process)
+    accelerator.init_trackers("tensorboard", init_kwargs={"tensorboard": {"purge_step": start + 1}})
     progress = tqdm(
         total=config.steps, initial=start, desc=f"train {config.task}", disable=not accelerator.is_main_process
     )
@@ -250,8 +262,7 @@ def run_training(task: TrainingTask) -> Path:
     clock_zero = time.perf_counter() - elapsed  # elapsed = now - clock_zero, continuing a resumed run's count
 
     for step in range(start, config.steps):
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate_at(config, step, elapsed)
+        set_learning_rate(step, elapsed)
         for micro in range(config.gradient_accumulation_steps):
             generator = step_generator(config.seed, accelerator.process_index, step, micro)
             batch = {k: v.to(accelerator.device) for k, v in task.draw_batch(generator).items()}
@@ -288,7 +299,7 @@ def run_training(task: TrainingTask) -> Path:
             seconds = time.perf_counter() - window_start
             values = {"loss": window_loss / window_steps, "lr": optimizer.param_groups[0]["lr"],
                       "images_per_s": images_per_step * window_steps / seconds, "elapsed_s": elapsed, **extras}
-            log.write(done, values)
+            accelerator.log(values, step=done)
             progress.set_postfix(loss=f"{values['loss']:.4f}")
             window_start, window_loss, window_steps = time.perf_counter(), 0.0, 0
         if done % config.validate_every == 0 or last:
@@ -298,7 +309,7 @@ def run_training(task: TrainingTask) -> Path:
                 logger.info("step %d: validating with the EMA weights (sampling a grid into %s)", done, grid)
                 grid.parent.mkdir(exist_ok=True)
                 metrics = _with_ema_weights(raw_model, ema, lambda: task.validate(raw_model, grid))  # noqa: B023
-                log.write(done, {f"val/{k}": v for k, v in metrics.items()})
+                accelerator.log({f"val/{k}": v for k, v in metrics.items()}, step=done)
                 raw_model.train()
         if done % config.checkpoint_every == 0 or last:
             accelerator.wait_for_everyone()
@@ -307,8 +318,8 @@ def run_training(task: TrainingTask) -> Path:
         if last:
             break
     progress.close()
-    log.close()
     accelerator.wait_for_everyone()
+    accelerator.end_training()  # closes the trackers
     if not accelerator.is_main_process:
         return run_dir / task.export_name
     return _export(task, raw_model, ema, run_dir)
