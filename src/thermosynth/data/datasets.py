@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from diffusers.image_processor import VaeImageProcessor
 import torch.nn.functional as F
+from diffusers.image_processor import VaeImageProcessor
 
 from thermosynth.data.augment import CropSpec, apply_crop, sample_crop_box
 from thermosynth.data.normalization import ThermalNormalization
