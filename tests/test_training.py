@@ -309,3 +309,30 @@ def test_t2ir_resume_replays_exactly(trained, tmp_path):
         **{**V2T_FAST, "crop_size": 32}))
     for name in full:
         assert all(torch.equal(full[name][k], resumed[name][k]) for k in full[name]), name
+
+
+def test_adam_8bit_trains_checkpoints_and_resumes_exactly(trained, tmp_path):
+    """bitsandbytes' AdamW8bit keeps its quantisation state in a nested dict: it must survive the safetensors
+    checkpoint so that a resumed run replays the same steps."""
+    pytest.importorskip("bitsandbytes", reason="the adam8bit extra is not installed")
+    config = trained["v2t_config"]
+    full, resumed = _interrupted_then_resumed(tmp_path, lambda out: make_config(
+        "v2t", "tiny", output_dir=str(out), data=config.data, autoencoder=config.autoencoder, adam_8bit=True,
+        **V2T_FAST))
+    for name in full:
+        assert all(torch.equal(full[name][k], resumed[name][k]) for k in full[name]), name
+    saved = load_file(checkpoint_dirs(tmp_path / "full")[-1] / "optimizer.safetensors")
+    quantised = [k for k, v in saved.items() if ".__bnb_optimizer_quant_state__.state1" in k and v.dtype == torch.uint8]
+    assert quantised, "no 8-bit optimizer state was saved"
+    plain = load_file(checkpoint_dirs(trained["root"] / "v2t")[-1] / "model.safetensors")
+    assert any(not torch.equal(plain[k], full["model.safetensors"][k]) for k in plain)  # another optimizer
+
+
+def test_adam_8bit_without_bitsandbytes_says_how_to_install(trained, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # import fails as if not installed
+    config = trained["v2t_config"]
+    with pytest.raises(ImportError, match=r"pip install 'thermosynth\[adam8bit\]'"):
+        train(make_config("v2t", "tiny", output_dir=str(tmp_path / "run"), data=config.data,
+                          autoencoder=config.autoencoder, adam_8bit=True, **V2T_FAST))

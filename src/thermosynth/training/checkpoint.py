@@ -36,15 +36,24 @@ def checkpoint_dirs(run_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]))
 
 
+def _flatten(prefix: str, values: dict, tensors: dict, scalars: dict) -> None:
+    """Optimizer state as dotted names: tensors for safetensors, the rest for JSON. Nested dicts (bitsandbytes keeps
+    its quantisation state in one) become further dotted levels."""
+    for key, value in values.items():
+        name = f"{prefix}.{key}"
+        if isinstance(value, dict):
+            _flatten(name, value, tensors, scalars)
+        elif isinstance(value, torch.Tensor):
+            tensors[name] = value.detach().to("cpu", copy=True).contiguous()  # bitsandbytes shares qmaps
+        else:
+            scalars[name] = value
+
+
 def _save_optimizer(optimizer: torch.optim.Optimizer, folder: Path) -> None:
     state = optimizer.state_dict()
     tensors, scalars = {}, {}
     for index, values in state["state"].items():
-        for key, value in values.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"{index}.{key}"] = value.detach().contiguous().cpu()
-            else:
-                scalars[f"{index}.{key}"] = value
+        _flatten(str(index), values, tensors, scalars)
     save_file(tensors, folder / "optimizer.safetensors")
     (folder / "optimizer.json").write_text(json.dumps({"param_groups": state["param_groups"], "scalars": scalars}))
 
@@ -53,8 +62,11 @@ def _load_optimizer(optimizer: torch.optim.Optimizer, folder: Path) -> None:
     meta = json.loads((folder / "optimizer.json").read_text())
     state: dict[int, dict] = {}
     for name, value in [*load_file(folder / "optimizer.safetensors").items(), *meta["scalars"].items()]:
-        index, key = name.split(".", 1)
-        state.setdefault(int(index), {})[key] = value
+        index, *path, key = name.split(".")
+        level = state.setdefault(int(index), {})
+        for part in path:
+            level = level.setdefault(part, {})
+        level[key] = value
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 

@@ -54,6 +54,7 @@ class TrainConfig:
     max_grad_norm: float | None = 1.0  # None: no clipping
     gradient_accumulation_steps: int = 1
     mixed_precision: str = "no"
+    adam_8bit: bool = False  # bitsandbytes' AdamW8bit: optimizer state in 8 bits (2 bytes a parameter, not 8)
     ema_decay: float = 0.999
     checkpoint_every: int = 500
     validate_every: int = 500

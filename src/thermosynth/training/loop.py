@@ -94,6 +94,18 @@ def learning_rate_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig
     return apply
 
 
+def adamw_class(config: TrainConfig) -> type[torch.optim.Optimizer]:
+    """torch's AdamW, or bitsandbytes' AdamW8bit for `adam_8bit` (its state quantised blockwise to 8 bits)."""
+    if not config.adam_8bit:
+        return torch.optim.AdamW
+    try:
+        import bitsandbytes
+    except ImportError as error:
+        raise ImportError(f"--adam-8bit needs bitsandbytes, which did not import ({error}). Install it with "
+                          "pip install 'thermosynth[adam8bit]', or train without --adam-8bit.") from error
+    return bitsandbytes.optim.AdamW8bit
+
+
 def budget_spent(config: TrainConfig, elapsed_s: float) -> bool:
     return config.time_budget is not None and elapsed_s >= 60 * config.time_budget
 
@@ -201,6 +213,7 @@ def _agreed_elapsed(accelerator: Accelerator, elapsed: float) -> float:
 def train_with(config: TrainConfig, build_task: Callable[[TrainConfig], TrainingTask]) -> Path:
     """Check the run folder first (cheap), then build the task (loads data) and train it."""
     prepare_run_dir(config)
+    adamw_class(config)  # a missing bitsandbytes is said before the data and models load
     return run_training(build_task(config))
 
 
@@ -226,8 +239,8 @@ def run_training(task: TrainingTask) -> Path:
         model.float()
     parameters = list(trained_parameters(model).values())
     ema = EMAModel(parameters, decay=config.ema_decay, model_cls=type(model), model_config=model.config)
-    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay,
-                                  betas=(config.adam_beta1, 0.999))
+    optimizer = adamw_class(config)(parameters, lr=config.learning_rate, weight_decay=config.weight_decay,
+                                    betas=(config.adam_beta1, 0.999))
     set_learning_rate = learning_rate_schedule(optimizer, config)
 
     elapsed = 0.0
