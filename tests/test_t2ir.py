@@ -13,6 +13,7 @@ from thermosynth.data.masks import HotMaskSpec, hot_mask, mask_weights
 from thermosynth.models.text_encoders import (
     LONG_CLIP_KEPT,
     PromptTruncatedWarning,
+    TextStateCache,
     encode_prompts,
     load_text_encoder,
 )
@@ -159,6 +160,35 @@ def test_clip_by_path_and_its_longclip_stretch(tiny_clip_dir):
         warnings.simplefilter("error", PromptTruncatedWarning)
         states, _ = encode_prompts(tokenizer, model, [long_prompt])
     assert states.shape[1] > 77
+
+
+@pytest.mark.parametrize("encoder", ["minilm", "clip"])
+def test_cached_text_states_give_the_unet_what_fresh_encoding_gives(encoder, tiny_clip_dir):
+    """Cached states, padded with zeros instead of the encoder's own padding states, leave the conditioned UNet's
+    output as it was: the mask hides the padding."""
+    tokenizer, model = load_text_encoder() if encoder == "minilm" else load_text_encoder(str(tiny_clip_dir))
+    captions = ["a night-time aerial thermal image: two cars and a person", "people", "a truck on a road at night"]
+    cache = TextStateCache(tokenizer, model, ["", *captions, "people"], batch_size=2)
+    assert len(cache) == 4
+    batch = ["people", captions[0], "", "people"]
+    states, mask = cache(batch)
+    fresh, fresh_mask = encode_prompts(tokenizer, model, batch)
+    assert torch.equal(mask, fresh_mask)
+    hidden = mask.bool()
+    torch.testing.assert_close(states[hidden], fresh[hidden], rtol=1e-4, atol=1e-5)
+    assert torch.all(states[~hidden] == 0) and not torch.all(fresh[~hidden] == 0)
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(16, 32),
+                                down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), layers_per_block=1,
+                                cross_attention_dim=model.config.hidden_size, attention_head_dim=4,
+                                norm_num_groups=8).eval()
+    noisy, timesteps = torch.randn(4, 4, 8, 8), torch.tensor([10, 200, 500, 900])
+    with torch.no_grad():
+        a = unet(noisy, timesteps, encoder_hidden_states=states, encoder_attention_mask=mask).sample
+        b = unet(noisy, timesteps, encoder_hidden_states=fresh, encoder_attention_mask=fresh_mask).sample
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_long_clip_refuses_a_non_clip_encoder():

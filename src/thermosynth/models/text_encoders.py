@@ -17,6 +17,7 @@ import warnings
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +114,36 @@ def encode_prompts(tokenizer, model, prompts: list[str]) -> tuple[torch.Tensor, 
     states = model(input_ids=tokens["input_ids"].to(device),
                    attention_mask=tokens["attention_mask"].to(device)).last_hidden_state
     return states, tokens["attention_mask"].to(device)
+
+
+class TextStateCache:
+    """Token states of a fixed set of prompts (a training set's captions), encoded once by the frozen text encoder
+    and kept on the CPU, so that training steps do not run the encoder. A batch comes out as `encode_prompts` gives
+    it: padded to its longest prompt with the attention mask; the padded positions hold zeros, which the mask
+    hides from the UNet's cross-attention."""
+
+    def __init__(self, tokenizer, model, prompts, batch_size: int = 64):
+        unique = sorted(set(prompts))
+        self.states: dict[str, torch.Tensor] = {}
+        for start in tqdm(range(0, len(unique), batch_size), desc="encode captions", leave=False):
+            chunk = unique[start : start + batch_size]
+            states, mask = encode_prompts(tokenizer, model, chunk)
+            for prompt, state, keep in zip(chunk, states, mask.bool(), strict=True):
+                self.states[prompt] = state[keep].float().cpu()  # right padding: the kept tokens come first
+
+    def __len__(self) -> int:
+        return len(self.states)
+
+    def __call__(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompts (each one of those cached) -> states (B, L, D) and mask (B, L), L the longest prompt's length."""
+        chosen = [self.states[p] for p in prompts]
+        length = max(s.shape[0] for s in chosen)
+        states = torch.zeros(len(chosen), length, chosen[0].shape[1])
+        mask = torch.zeros(len(chosen), length, dtype=torch.long)
+        for row, state in enumerate(chosen):
+            states[row, : state.shape[0]] = state
+            mask[row, : state.shape[0]] = 1
+        return states, mask
 
 
 def hidden_size(model) -> int:

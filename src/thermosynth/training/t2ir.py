@@ -7,8 +7,9 @@ M is `hot_weight` on the hot pixels of the real image x0 and `cold_weight` elsew
 computes the second term without gradients, so it never trains; here the frozen decoder D stays in the graph, and
 the gradient reaches the UNet through z0_hat (tests/test_t2ir.py checks it).
 
-Whole images are fitted to `image_size` once, encoded once (latents cached), and their masks computed once; captions
-come from a metadata.jsonl (`thermosynth caption`) or, for HIT-UAV / LLVIP, straight from their annotations.
+Whole images are fitted to `image_size` once, encoded once (latents cached), and their masks computed once; the
+captions' token states are cached too (models.text_encoders.TextStateCache). Captions come from a metadata.jsonl
+(`thermosynth caption`) or, for HIT-UAV / LLVIP, straight from their annotations.
 """
 
 from __future__ import annotations
@@ -37,7 +38,12 @@ from thermosynth.models.configs import build_t2ir_unet
 from thermosynth.models.latent_codec import LatentCodec
 from thermosynth.models.stable_diffusion import add_lora, load_unet, load_vae, save_trained_pipeline
 from thermosynth.models.stable_diffusion import load_text_encoder as load_pretrained_text_encoder
-from thermosynth.models.text_encoders import encode_prompts, hidden_size, load_text_encoder, stretch_clip_positions
+from thermosynth.models.text_encoders import (
+    TextStateCache,
+    hidden_size,
+    load_text_encoder,
+    stretch_clip_positions,
+)
 from thermosynth.pipelines.text_to_thermal import TextToThermalPipeline
 from thermosynth.render import image_grid, tensor_to_rgb
 from thermosynth.training.autoencoder import load_normalization
@@ -219,7 +225,9 @@ def build_task(config: T2IRTrainConfig) -> TrainingTask:
         raise ValueError(f"image_size must be multiples of {multiple} for this autoencoder and UNet, got "
                          f"{config.image_size}")
     data = CaptionedLatents(items, vae, normalization, config)
-    logger.info("t2ir data: %d images, %d captions", len(data), sum(len(c) for c in data.captions))
+    text_states = TextStateCache(tokenizer, text_encoder, ["", *(c for captions in data.captions for c in captions)])
+    logger.info("t2ir data: %d images, %d captions (%d distinct)", len(data), sum(len(c) for c in data.captions),
+                len(text_states) - 1)
     validation_prompts = [data.captions[i][0] for i in np.linspace(0, len(data) - 1, 4).round().astype(int)]
 
     def pipeline_for(model: UNet2DConditionModel) -> TextToThermalPipeline:
@@ -230,8 +238,8 @@ def build_task(config: T2IRTrainConfig) -> TrainingTask:
 
     def draw_batch(generator):
         batch, prompts = data.sample(config.batch_size, config.condition_dropout, generator)
-        states, mask = encode_prompts(tokenizer, text_encoder, prompts)
-        return {**batch, "text_states": states.float().cpu(), "text_mask": mask.cpu()}
+        states, mask = text_states(prompts)
+        return {**batch, "text_states": states, "text_mask": mask}
 
     def loss(model, batch, generator):
         return compute_loss(model, vae, batch, scheduler, generator, config.mask_loss_weight, config.mask_t_max)
