@@ -147,7 +147,7 @@ def test_train_t2ir_from_a_pretrained_stable_diffusion_then_generate(sd_layout_d
 
     trained = load_file(checkpoint_dirs(run)[-1] / "ema.safetensors")
     assert trained and all(".lora_" in name for name in trained)
-    assert not (run / "pipeline" / "lora" / "conv_in.safetensors").exists()
+    assert not (run / "pipeline" / "lora" / "trained_modules.safetensors").exists()  # conv_in stayed pretrained
     applied = load_lora(load_unet(str(sd_layout_dir)), run / "pipeline" / "lora").eval()
     exported = load_text_pipeline(str(run / "pipeline")).unet
     sample, states = torch.randn(1, 4, 8, 8), torch.randn(1, 77, 32)
@@ -158,8 +158,52 @@ def test_train_t2ir_from_a_pretrained_stable_diffusion_then_generate(sd_layout_d
     main(["generate", "two cars on a road", "--model", str(run / "pipeline"), "-n", "1", "--steps", "2", "--out",
           str(tmp_path / "made")])
     assert Image.open(tmp_path / "made" / "0000.png").size == (160, 128)
-    with pytest.raises(ValueError, match="reads its own text encoder"):
-        from thermosynth.training.config import DataConfig, make_config
 
-        make_config("t2ir", "tiny", output_dir=str(tmp_path / "x"), init_from=str(sd_layout_dir),
-                    text_encoder="some/clip", data=DataConfig(paths=[str(SAMPLES / "hit-uav")]))
+
+def test_the_text_projection_sits_in_front_of_the_pretrained_cross_attention(sd_layout_dir):
+    from thermosynth.models.stable_diffusion import load_unet, reads_text_width
+
+    pretrained = load_unet(str(sd_layout_dir)).eval()
+    projected = load_unet(str(sd_layout_dir), text_width=384).eval()
+    assert reads_text_width(projected) == 384 and reads_text_width(pretrained) == 32
+    states, sample = torch.randn(2, 9, 384), torch.randn(2, 4, 8, 8)
+    with torch.no_grad():
+        expected = pretrained(sample, 100, encoder_hidden_states=projected.encoder_hid_proj(states)).sample
+        torch.testing.assert_close(projected(sample, 100, encoder_hidden_states=states).sample, expected)
+
+
+def test_train_t2ir_from_stable_diffusion_with_minilm_through_a_learned_projection(sd_layout_dir, tmp_path):
+    """SD's UNet reading thermosynth's MiniLM (384-d) through a new projection to its cross-attention (32-d here):
+    the projection trains beside the LoRA adapters, and exports with the UNet and with the adapters."""
+    from safetensors.torch import load_file
+
+    from conftest import SAMPLES
+    from thermosynth.models.stable_diffusion import load_lora, load_unet
+    from thermosynth.models.text_encoders import DEFAULT_TEXT_ENCODER
+    from thermosynth.pipelines import load_text_pipeline
+    from thermosynth.training.checkpoint import checkpoint_dirs
+
+    run = tmp_path / "t2ir"
+    main(["train", "t2ir", "--data", str(SAMPLES / "hit-uav"), "--split", "train", "--out", str(run),
+          "--init-from", str(sd_layout_dir), "--text-encoder", DEFAULT_TEXT_ENCODER, "--steps", "2",
+          "--batch-size", "2", "--lora-rank", "4", "--lr", "1e-2"])
+    assert json.loads((run / "config.json").read_text())["text_encoder"] == DEFAULT_TEXT_ENCODER
+    checkpoint = checkpoint_dirs(run)[-1]
+    trained = load_file(checkpoint / "ema.safetensors")
+    assert {"encoder_hid_proj.weight", "encoder_hid_proj.bias"} < set(trained)
+    assert all(".lora_" in name or name.startswith("encoder_hid_proj.") for name in trained)
+    torch.manual_seed(0)  # the projection's initial weights, as training drew them
+    initial = load_unet(str(sd_layout_dir), text_width=384).encoder_hid_proj.weight
+    assert not torch.equal(load_file(checkpoint / "model.safetensors")["encoder_hid_proj.weight"], initial)
+
+    pipeline = load_text_pipeline(str(run / "pipeline"))
+    assert pipeline.text_encoder.config.hidden_size == 384 and pipeline.unet.config.encoder_hid_dim == 384
+    applied = load_lora(load_unet(str(sd_layout_dir)), run / "pipeline" / "lora").eval()  # adds the projection
+    sample, states = torch.randn(1, 4, 8, 8), torch.randn(1, 6, 384)
+    with torch.no_grad():
+        torch.testing.assert_close(applied(sample, 10, encoder_hidden_states=states).sample,
+                                   pipeline.unet(sample, 10, encoder_hidden_states=states).sample,
+                                   rtol=1e-4, atol=1e-5)
+    main(["generate", "two cars on a road", "--model", str(run / "pipeline"), "-n", "1", "--steps", "2", "--out",
+          str(tmp_path / "made")])
+    assert Image.open(tmp_path / "made" / "0000.png").size == (160, 128)

@@ -5,6 +5,10 @@ V2T follows InstructPix2Pix: the pretrained text-conditioned UNet gets 4 more in
 zero-initialised, so that before training it computes exactly what it computed pretrained; it stays conditioned on a
 fixed prompt (the empty prompt's token states, stored with the pipeline as `PromptEmbedding`) so its cross-attention
 layers keep working as they were trained.
+
+T2IR reads the pretrained model's own text encoder, or another one (thermosynth's MiniLM, 384-d) through a learned
+linear projection to the UNet's cross-attention width: diffusers' `encoder_hid_proj` ("text_proj"), which the UNet
+applies to whatever states it is given, and which saves and loads with it.
 """
 
 from __future__ import annotations
@@ -75,10 +79,32 @@ def widen_conv_in(unet: UNet2DConditionModel, extra_channels: int) -> UNet2DCond
     return unet
 
 
-def load_unet(model: str) -> UNet2DConditionModel:
-    """The pretrained text-conditioned UNet (`unet/`), as it is: T2IR's denoiser reads the same inputs."""
+def load_unet(model: str, text_width: int | None = None) -> UNet2DConditionModel:
+    """The pretrained text-conditioned UNet (`unet/`): as it is, for its own text encoder; with `text_width`, given a
+    new projection from another encoder's `text_width`-d states to its cross-attention."""
     _check_layout(model)
-    return UNet2DConditionModel.from_pretrained(model, subfolder="unet")
+    unet = UNet2DConditionModel.from_pretrained(model, subfolder="unet")
+    if text_width is not None:
+        add_text_projection(unet, text_width)
+    return unet
+
+
+def add_text_projection(unet: UNet2DConditionModel, text_width: int) -> UNet2DConditionModel:
+    """A trainable Linear(text_width -> cross_attention_dim) in front of the UNet's cross-attention, as diffusers'
+    `encoder_hid_dim_type="text_proj"` (PyTorch's default initialisation; it trains with the UNet, LoRA or not)."""
+    if unet.config.encoder_hid_dim_type is not None:
+        raise ValueError(f"this UNet already projects its text states ({unet.config.encoder_hid_dim_type})")
+    width = unet.config.cross_attention_dim
+    unet.encoder_hid_proj = torch.nn.Linear(text_width, width, dtype=unet.dtype, device=unet.device)
+    unet.register_to_config(encoder_hid_dim=text_width, encoder_hid_dim_type="text_proj")
+    return unet
+
+
+def reads_text_width(unet: UNet2DConditionModel) -> int:
+    """The width of the token states the UNet takes: its projection's input, else its cross-attention's."""
+    if unet.config.encoder_hid_dim_type == "text_proj":
+        return int(unet.config.encoder_hid_dim)
+    return int(unet.config.cross_attention_dim)
 
 
 def load_v2t_unet(model: str) -> UNet2DConditionModel:
@@ -98,22 +124,26 @@ def v2t_prediction(unet, sample: torch.Tensor, timesteps, prompt_states: torch.T
 # LoRA on the attention projections, as diffusers' LoRA training scripts do; saved in diffusers' LoRA format
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 LORA_FILE = "pytorch_lora_weights.safetensors"
-CONV_IN_FILE = "conv_in.safetensors"
+WHOLE_MODULES_FILE = "trained_modules.safetensors"  # modules a LoRA run trains whole (conv_in, encoder_hid_proj)
 
 
 def add_lora(unet: UNet2DConditionModel, rank: int, train_conv_in: bool) -> None:
     """Freeze the UNet and give its attention projections LoRA adapters of `rank` (B starts at zero, so the output
-    is unchanged until training moves them). V2T also trains conv_in whole: its visible-latent channels start at zero
-    and must learn (InstructPix2Pix trains it), and it is small (SD-1.5: 23K weights)."""
+    is unchanged until training moves them). Two small modules train whole beside them: V2T's conv_in, whose
+    visible-latent channels start at zero and must learn (InstructPix2Pix trains it; SD-1.5: 23K weights), and a new
+    text projection (MiniLM to SD-1.5: 295K weights), which starts random."""
     from peft import LoraConfig
 
     unet.requires_grad_(False)
     unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=LORA_TARGETS))
     unet.conv_in.requires_grad_(train_conv_in)
+    if unet.encoder_hid_proj is not None:
+        unet.encoder_hid_proj.requires_grad_(True)
 
 
 def save_lora(unet: UNet2DConditionModel, folder: Path) -> None:
-    """What a LoRA run trained, in `folder`: the adapters in diffusers' LoRA format, and conv_in when it trained."""
+    """What a LoRA run trained, in `folder`: the adapters in diffusers' LoRA format, and the modules it trained
+    whole (by their names in the UNet)."""
     from diffusers.utils import logging as diffusers_logging
     from safetensors.torch import save_file
 
@@ -123,19 +153,28 @@ def save_lora(unet: UNet2DConditionModel, folder: Path) -> None:
         unet.save_lora_adapter(folder, weight_name=LORA_FILE)
     finally:
         diffusers_logging.set_verbosity(verbosity)
-    if unet.conv_in.weight.requires_grad:
-        save_file({k: v.detach().contiguous().cpu() for k, v in unet.conv_in.state_dict().items()},
-                  Path(folder) / CONV_IN_FILE)
+    whole = {name: p.detach().contiguous().cpu() for name, p in unet.named_parameters()
+             if p.requires_grad and ".lora_" not in name}
+    if whole:
+        save_file(whole, Path(folder) / WHOLE_MODULES_FILE)
 
 
 def load_lora(unet: UNet2DConditionModel, folder: Path) -> UNet2DConditionModel:
     """Apply a saved LoRA run to the pretrained UNet it was trained on (`load_v2t_unet(model)` or
-    `load_unet(model)`)."""
+    `load_unet(model)`; a text projection the run trained is added to the UNet when it has none)."""
     from safetensors.torch import load_file
 
     unet.load_lora_adapter(str(folder), prefix=None, weight_name=LORA_FILE)
-    if (Path(folder) / CONV_IN_FILE).is_file():
-        unet.conv_in.load_state_dict(load_file(Path(folder) / CONV_IN_FILE))
+    whole_file = Path(folder) / WHOLE_MODULES_FILE
+    if whole_file.is_file():
+        whole = load_file(whole_file)
+        if "encoder_hid_proj.weight" in whole and unet.encoder_hid_proj is None:
+            add_text_projection(unet, whole["encoder_hid_proj.weight"].shape[1])
+        missing = set(whole) - set(dict(unet.named_parameters()))
+        if missing:
+            raise ValueError(f"{whole_file}: {sorted(missing)} are not in this UNet; load the LoRA into the UNet it "
+                             "was trained on")
+        unet.load_state_dict(whole, strict=False)
     return unet
 
 

@@ -8,6 +8,7 @@ from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from thermosynth.data.normalization import ThermalNormalization
+from thermosynth.models.stable_diffusion import reads_text_width
 from thermosynth.models.text_encoders import encode_prompts
 from thermosynth.pipelines.common import (
     LatentDiffusionMixin,
@@ -46,10 +47,10 @@ class TextToThermalPipeline(ThermalOutputMixin, LatentDiffusionMixin, DiffusionP
         multiple = self.size_multiple
         if height % multiple or width % multiple:
             raise ValueError(f"height and width must be multiples of {multiple} for this model, got {height}x{width}")
-        if self.unet.config.cross_attention_dim != self.text_encoder.config.hidden_size:
+        if reads_text_width(self.unet) != self.text_encoder.config.hidden_size:
             raise ValueError(
-                f"unet.config.cross_attention_dim is {self.unet.config.cross_attention_dim} but the text encoder's "
-                f"hidden size is {self.text_encoder.config.hidden_size}: they were not trained together"
+                f"the UNet reads {reads_text_width(self.unet)}-d text states but the text encoder's hidden size is "
+                f"{self.text_encoder.config.hidden_size}: they were not trained together"
             )
 
     @torch.no_grad()

@@ -181,7 +181,9 @@ class T2IRTrainConfig(TrainConfig):
     init_from: str | None = None
     lora_rank: int | None = None  # with init_from: train LoRA adapters instead of the whole UNet
     gradient_checkpointing: bool = False  # recompute the UNet's activations in the backward pass: less memory
-    text_encoder: str = DEFAULT_TEXT_ENCODER  # or a CLIP folder / hub id; with init_from, the init_from model
+    # The packaged MiniLM, or a CLIP folder / hub id. With init_from: that model's own CLIP unless another encoder
+    # is named, which then reaches the pretrained UNet through a learned projection. "" until resolved.
+    text_encoder: str = ""
     long_clip: bool = False  # stretch CLIP to 248 positions (LongCLIP)
     image_size: tuple[int, int] = (128, 160)  # (height, width) every training image is fitted to
     condition_dropout: float = 0.1  # captions replaced by "" this often, for classifier-free guidance
@@ -203,12 +205,8 @@ class T2IRTrainConfig(TrainConfig):
         if self.architecture not in T2IR_UNET_ARCHITECTURES:
             raise ValueError(f"architecture must be one of {sorted(T2IR_UNET_ARCHITECTURES)}")
         check_init_from(self)
+        self.text_encoder = self.text_encoder or self.init_from or DEFAULT_TEXT_ENCODER
         if self.init_from:
-            if self.text_encoder == DEFAULT_TEXT_ENCODER:
-                self.text_encoder = self.init_from  # the pretrained UNet reads its own CLIP's states
-            elif self.text_encoder != self.init_from:
-                raise ValueError("with --init-from, the pretrained UNet reads its own text encoder: leave out "
-                                 "--text-encoder (another encoder through a learned projection is not there yet)")
             from thermosynth.models.stable_diffusion import pretrained_prediction_type
 
             predicts = pretrained_prediction_type(self.init_from)

@@ -198,15 +198,21 @@ def build_task(config: T2IRTrainConfig) -> TrainingTask:
         normalization = fit_normalization([item.raw for item in items], data_config.thermal_normalization,
                                           data_config.thermal_range)
         vae = load_vae(config.init_from)
-        tokenizer, text_encoder = load_pretrained_text_encoder(config.init_from)
-        if config.long_clip:
-            stretch_clip_positions(text_encoder, tokenizer)
-        unet = load_unet(config.init_from)
+        own_text_encoder = config.text_encoder == config.init_from
+        if own_text_encoder:
+            tokenizer, text_encoder = load_pretrained_text_encoder(config.init_from)
+            if config.long_clip:
+                stretch_clip_positions(text_encoder, tokenizer)
+        else:
+            tokenizer, text_encoder = load_text_encoder(config.text_encoder, config.long_clip)
+        torch.manual_seed(config.seed)  # a new text projection and the adapters' A matrices are drawn at random
+        unet = load_unet(config.init_from, None if own_text_encoder else hidden_size(text_encoder))
         if config.lora_rank:
-            torch.manual_seed(config.seed)  # the adapters' A matrices are drawn at random
             add_lora(unet, config.lora_rank, train_conv_in=False)
         scheduler = DDPMScheduler.from_pretrained(config.init_from, subfolder="scheduler")  # what the UNet learnt
-        logger.info("t2ir from %s: its VAE and text encoder frozen, its UNet fine-tuned", config.init_from)
+        logger.info("t2ir from %s: its VAE and the text encoder (%s) frozen, its UNet fine-tuned%s", config.init_from,
+                    "its own" if own_text_encoder else config.text_encoder,
+                    "" if own_text_encoder else f" with a new {hidden_size(text_encoder)}-d text projection")
     else:
         normalization = load_normalization(Path(config.autoencoder))
         vae = AutoencoderKL.from_pretrained(Path(config.autoencoder)).eval().requires_grad_(False)
