@@ -177,11 +177,12 @@ def test_train_t2ir_from_stable_diffusion_with_minilm_through_a_learned_projecti
     the projection trains beside the LoRA adapters, and exports with the UNet and with the adapters."""
     from safetensors.torch import load_file
 
-    from conftest import SAMPLES
     from thermosynth.models.stable_diffusion import load_lora, load_unet
     from thermosynth.models.text_encoders import DEFAULT_TEXT_ENCODER
     from thermosynth.pipelines import load_text_pipeline
     from thermosynth.training.checkpoint import checkpoint_dirs
+
+    from conftest import SAMPLES
 
     run = tmp_path / "t2ir"
     main(["train", "t2ir", "--data", str(SAMPLES / "hit-uav"), "--split", "train", "--out", str(run),
