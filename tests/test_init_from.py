@@ -208,3 +208,38 @@ def test_train_t2ir_from_stable_diffusion_with_minilm_through_a_learned_projecti
     main(["generate", "two cars on a road", "--model", str(run / "pipeline"), "-n", "1", "--steps", "2", "--out",
           str(tmp_path / "made")])
     assert Image.open(tmp_path / "made" / "0000.png").size == (160, 128)
+
+
+def test_fine_tune_the_pretrained_vae_decoder_on_thermal_then_train_v2t_on_it(sd_layout_dir, paired_folder,
+                                                                               tmp_path, capsys):
+    """`train autoencoder --init-from`: the decoder trains on thermal crops, the encoder and latent scaling stay the
+    pretrained ones (the UNet's latents do not move); V2T then takes it with --init-from --autoencoder."""
+    from safetensors.torch import load_file
+
+    from thermosynth.training.checkpoint import checkpoint_dirs
+
+    run = tmp_path / "ae"
+    main(["train", "autoencoder", "--data", str(paired_folder), "--out", str(run), "--init-from", str(sd_layout_dir),
+          "--steps", "3", "--batch-size", "2", "--lr", "1e-3"])
+    trained = load_file(checkpoint_dirs(run)[-1] / "ema.safetensors")
+    assert trained and all(name.startswith(("decoder.", "post_quant_conv.")) for name in trained)
+    pretrained = load_file(sd_layout_dir / "vae" / "diffusion_pytorch_model.safetensors")
+    tuned = load_file(run / "autoencoder" / "diffusion_pytorch_model.safetensors")
+    assert all(torch.equal(tuned[k], v) for k, v in pretrained.items() if k.startswith(("encoder.", "quant_conv.")))
+    assert any(not torch.equal(tuned[k], v) for k, v in pretrained.items() if k.startswith("decoder."))
+    assert json.loads((run / "autoencoder" / "config.json").read_text())["scaling_factor"] == 0.18215
+    assert json.loads((run / "autoencoder" / "thermosynth.json").read_text())["decoder_fine_tuned_from"] == str(
+        sd_layout_dir)
+
+    main(["train", "v2t", "--data", str(paired_folder), "--out", str(tmp_path / "v2t"), "--init-from",
+          str(sd_layout_dir), "--autoencoder", str(run / "autoencoder"), "--steps", "1", "--batch-size", "2"])
+    exported = load_file(tmp_path / "v2t" / "pipeline" / "vae" / "diffusion_pytorch_model.safetensors")
+    assert all(torch.equal(exported[k], v) for k, v in tuned.items())  # the fine-tuned decoder decodes
+
+    own = tmp_path / "own"  # thermosynth's own autoencoder has another latent space: refused, with the way out
+    main(["train", "autoencoder", "--data", str(paired_folder), "--out", str(own), "--steps", "1", "--batch-size",
+          "2"])
+    with pytest.raises(SystemExit):
+        main(["train", "v2t", "--data", str(paired_folder), "--out", str(tmp_path / "bad"), "--init-from",
+              str(sd_layout_dir), "--autoencoder", str(own / "autoencoder"), "--steps", "1"])
+    assert "train autoencoder --init-from" in capsys.readouterr().err

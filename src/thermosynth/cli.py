@@ -75,10 +75,12 @@ def _add_normalization_arguments(parser: argparse.ArgumentParser, when: str = ""
 def _add_model_source_arguments(parser: argparse.ArgumentParser, init_from: str, lora: str) -> None:
     """What a latent diffusion task starts from: thermosynth's autoencoder, or a pretrained Stable Diffusion, with the
     options that make the latter fit in memory."""
-    parser.add_argument("--autoencoder", help="folder of a trained autoencoder (<run>/autoencoder)")
+    parser.add_argument("--autoencoder",
+                        help="folder of a trained autoencoder (<run>/autoencoder); with --init-from, the VAE whose "
+                        "decoder `train autoencoder --init-from` fine-tuned on thermal images")
     parser.add_argument("--init-from", metavar="MODEL",
-                        help="instead of --autoencoder: start from a pretrained Stable Diffusion (folder in "
-                        f"diffusers' layout or hub id): {init_from}")
+                        help="start from a pretrained Stable Diffusion (folder in diffusers' layout or hub id): "
+                        f"{init_from}")
     parser.add_argument("--lora-rank", type=_positive_int, metavar="R",
                         help=f"with --init-from: train rank-R {lora}, the pretrained UNet frozen (much less memory)")
     parser.add_argument("--gradient-checkpointing", action="store_true",
@@ -93,6 +95,8 @@ def _training_config(task: str, args: argparse.Namespace):
                       max_side=args.max_side, thermal_normalization=args.thermal_normalization,
                       thermal_range=args.thermal_range)
     extra = {}
+    if task == "autoencoder":
+        extra["init_from"] = args.init_from
     if task in ("v2t", "t2ir"):
         extra.update(autoencoder=str(Path(args.autoencoder)) if args.autoencoder else None, init_from=args.init_from,
                      lora_rank=args.lora_rank, gradient_checkpointing=args.gradient_checkpointing or None)
@@ -276,6 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     tasks = train.add_subparsers(dest="task", required=True)
     autoencoder = tasks.add_parser("autoencoder", help="the autoencoder shared by thermal and visible images")
     _add_training_arguments(autoencoder)
+    autoencoder.add_argument("--init-from", metavar="MODEL",
+                             help="fine-tune the decoder of this Stable Diffusion's VAE (folder or hub id) on thermal "
+                             "crops instead of training a new autoencoder; its encoder and latents stay as they are")
     _add_normalization_arguments(autoencoder)
     v2t = tasks.add_parser("v2t", help="the visible-to-thermal latent diffusion model")
     _add_training_arguments(v2t)

@@ -58,10 +58,36 @@ def pretrained_prediction_type(model: str) -> str:
     return DDPMScheduler.load_config(model, subfolder="scheduler")["prediction_type"]
 
 
-def load_vae(model: str) -> AutoencoderKL:
-    """The pretrained VAE (`vae/`), frozen: used as it is, through the latent codec."""
+def load_vae(model: str, fine_tuned: str | None = None) -> AutoencoderKL:
+    """The pretrained VAE (`vae/`), frozen: used as it is, through the latent codec. With `fine_tuned`, the folder
+    of that VAE with its decoder fine-tuned on thermal images (`train autoencoder --init-from`), checked to share
+    the pretrained encoder, so that the latents the pretrained UNet learnt are unchanged."""
     _check_layout(model)
-    return AutoencoderKL.from_pretrained(model, subfolder="vae").eval().requires_grad_(False)
+    vae = AutoencoderKL.from_pretrained(model, subfolder="vae")
+    if fine_tuned is not None:
+        tuned = AutoencoderKL.from_pretrained(fine_tuned)
+        encoder = {k: v for k, v in vae.state_dict().items() if k.startswith(ENCODER_PARTS)}
+        tuned_state = tuned.state_dict()
+        same = (tuned.config.scaling_factor == vae.config.scaling_factor and encoder.keys() <= tuned_state.keys()
+                and all(torch.equal(v, tuned_state[k]) for k, v in encoder.items()))
+        if not same:
+            raise ValueError(f"{fine_tuned}: not {model}'s VAE with a fine-tuned decoder (its encoder or scaling "
+                             "differ), so the pretrained UNet would not read its latents. Fine-tune one with "
+                             f"`thermosynth train autoencoder --init-from {model}`, or leave out --autoencoder.")
+        vae = tuned
+    return vae.eval().requires_grad_(False)
+
+
+ENCODER_PARTS = ("encoder.", "quant_conv.")  # what a decoder fine-tuning keeps frozen
+
+
+def trainable_decoder(model: str) -> AutoencoderKL:
+    """The pretrained VAE with its encoder frozen and its decoder (post_quant_conv, decoder) trainable."""
+    vae = load_vae(model)
+    vae.decoder.requires_grad_(True)
+    if vae.post_quant_conv is not None:
+        vae.post_quant_conv.requires_grad_(True)
+    return vae
 
 
 def widen_conv_in(unet: UNet2DConditionModel, extra_channels: int) -> UNet2DConditionModel:

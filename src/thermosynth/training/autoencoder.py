@@ -15,6 +15,7 @@ from thermosynth.data.datasets import AutoencoderImages
 from thermosynth.data.loading import fit_normalization, load_autoencoder_arrays
 from thermosynth.data.normalization import ThermalNormalization
 from thermosynth.models.configs import build_autoencoder
+from thermosynth.models.stable_diffusion import load_vae, trainable_decoder
 from thermosynth.render import image_grid, tensor_to_rgb
 from thermosynth.training.config import AutoencoderTrainConfig
 from thermosynth.training.loop import TrainingTask, train_with
@@ -56,6 +57,16 @@ def latent_scaling_factor(vae: AutoencoderKL, images: torch.Tensor) -> float:
     return float(1.0 / vae.encode(images).latent_dist.mode().float().std())
 
 
+def init_from_autoencoder(config, thermal: list) -> tuple[AutoencoderKL, ThermalNormalization]:
+    """The VAE and thermal normalisation of a V2T / T2IR run started `--init-from` a Stable Diffusion: its VAE as it
+    is with a normalisation fitted to the run's thermal images, or (with `--autoencoder` too) the VAE whose decoder
+    `train autoencoder --init-from` fine-tuned, with the normalisation it was fine-tuned with."""
+    if config.autoencoder:
+        return load_vae(config.init_from, config.autoencoder), load_normalization(Path(config.autoencoder))
+    data = config.data
+    return load_vae(config.init_from), fit_normalization(thermal, data.thermal_normalization, data.thermal_range)
+
+
 def build_task(config: AutoencoderTrainConfig) -> TrainingTask:
     data = config.data
     thermal, visible = load_autoencoder_arrays(data.paths, data.split, data.skip_bad, data.max_side)
@@ -65,7 +76,12 @@ def build_task(config: AutoencoderTrainConfig) -> TrainingTask:
     logger.info("autoencoder data: %d thermal, %d visible images", len(thermal), len(visible))
 
     torch.manual_seed(config.seed)
-    vae = build_autoencoder(config.architecture)
+    if config.init_from:
+        vae = trainable_decoder(config.init_from)
+        logger.info("fine-tuning the decoder of %s's VAE on thermal crops; its encoder stays as it is",
+                    config.init_from)
+    else:
+        vae = build_autoencoder(config.architecture)
     # Fixed validation crops (not from the training draws' stream): thermal ones first, then visible.
     fixed = torch.Generator().manual_seed(config.seed + 1)
     validation = images.sample(4, crop, fixed, thermal_fraction=1.0)
@@ -85,12 +101,13 @@ def build_task(config: AutoencoderTrainConfig) -> TrainingTask:
         return {"l1": (reconstruction - x).abs().mean().item(), "ssim": ssim(reconstruction, x).item()}
 
     def export(model, folder):
-        probe = images.sample(64, crop, torch.Generator().manual_seed(config.seed + 2)).to(model.device)
-        model.register_to_config(scaling_factor=latent_scaling_factor(model, probe))
+        if not config.init_from:  # a fine-tuned decoder keeps the latents, and the scaling, the UNet learnt
+            probe = images.sample(64, crop, torch.Generator().manual_seed(config.seed + 2)).to(model.device)
+            model.register_to_config(scaling_factor=latent_scaling_factor(model, probe))
         model.save_pretrained(folder)
-        (folder / THERMOSYNTH_FILE).write_text(
-            json.dumps({"thermal_normalization": normalization.to_dict(), "trained_on": data.paths}, indent=2)
-        )
+        (folder / THERMOSYNTH_FILE).write_text(json.dumps(
+            {"thermal_normalization": normalization.to_dict(), "trained_on": data.paths,
+             "decoder_fine_tuned_from": config.init_from}, indent=2))
 
     return TrainingTask(config, vae, draw_batch, loss, validate, export, export_name="autoencoder")
 

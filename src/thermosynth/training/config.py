@@ -103,28 +103,32 @@ class AutoencoderTrainConfig(TrainConfig):
     thermal_fraction: float = 0.75  # share of thermal crops in a batch; the rest are visible
     ssim_weight: float = 1.0  # loss = L1 + ssim_weight * (1 - SSIM) + kl_weight * KL
     kl_weight: float = 1e-6
+    # Instead of a new autoencoder: a Stable Diffusion folder or hub id whose VAE decoder is fine-tuned on thermal
+    # crops only (thermosynth decodes only thermal latents), its encoder and latent scaling kept as they are.
+    init_from: str | None = None
 
     def __post_init__(self):
         super().__post_init__()
         if self.architecture not in AUTOENCODER_ARCHITECTURES:
             raise ValueError(f"architecture must be one of {sorted(AUTOENCODER_ARCHITECTURES)}")
+        if self.init_from:
+            self.thermal_fraction = 1.0
         if not 0.0 < self.thermal_fraction <= 1.0:
             raise ValueError(f"thermal_fraction must be in (0, 1], got {self.thermal_fraction}")
 
 
 def check_init_from(config) -> None:
-    """An autoencoder of thermosynth's, or a pretrained Stable Diffusion's VAE (`init_from`): exactly one; the
-    thermal normalisation flags only where no autoencoder brings its own."""
-    if config.init_from and config.autoencoder:
-        raise ValueError("give --autoencoder or --init-from, not both: --init-from uses the pretrained VAE")
+    """An autoencoder of thermosynth's, or a pretrained Stable Diffusion (`init_from`), whose VAE is used as it is or,
+    with `autoencoder` too, with the decoder `train autoencoder --init-from` fine-tuned; the thermal normalisation
+    flags only where no autoencoder brings its own."""
     if not (config.autoencoder or config.init_from):
         raise ValueError("autoencoder is required: the folder of a trained autoencoder (<run>/autoencoder), or "
                          "--init-from a pretrained Stable Diffusion")
     if config.lora_rank is not None and (not config.init_from or config.lora_rank < 1):
         raise ValueError("--lora-rank needs --init-from (adapters on a pretrained UNet) and must be at least 1")
-    if not config.init_from and (config.data.thermal_normalization != "fixed" or config.data.thermal_range):
-        raise ValueError("--thermal-normalization / --thermal-range go with --init-from; otherwise the "
-                         "autoencoder's own normalisation is used")
+    if config.autoencoder and (config.data.thermal_normalization != "fixed" or config.data.thermal_range):
+        raise ValueError("--thermal-normalization / --thermal-range go with --init-from alone; an --autoencoder "
+                         "brings its own normalisation")
 
 
 @dataclass

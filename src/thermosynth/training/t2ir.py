@@ -29,14 +29,13 @@ from thermosynth.data.augment import fit_to_size
 from thermosynth.data.captions import METADATA_FILE, caption_hituav, caption_llvip, read_metadata
 from thermosynth.data.errors import DataError
 from thermosynth.data.images import read_thermal
-from thermosynth.data.loading import fit_normalization
 from thermosynth.data.masks import HotMaskSpec, hot_mask, mask_weights
 from thermosynth.data.normalization import ThermalNormalization
 from thermosynth.data.sources import Box, read_voc_boxes
 from thermosynth.distributed import process_state
 from thermosynth.models.configs import build_t2ir_unet
 from thermosynth.models.latent_codec import LatentCodec
-from thermosynth.models.stable_diffusion import add_lora, load_unet, load_vae, save_trained_pipeline
+from thermosynth.models.stable_diffusion import add_lora, load_unet, save_trained_pipeline
 from thermosynth.models.stable_diffusion import load_text_encoder as load_pretrained_text_encoder
 from thermosynth.models.text_encoders import (
     TextStateCache,
@@ -46,7 +45,7 @@ from thermosynth.models.text_encoders import (
 )
 from thermosynth.pipelines.text_to_thermal import TextToThermalPipeline
 from thermosynth.render import image_grid, tensor_to_rgb
-from thermosynth.training.autoencoder import load_normalization
+from thermosynth.training.autoencoder import init_from_autoencoder, load_normalization
 from thermosynth.training.config import T2IRTrainConfig
 from thermosynth.training.loop import TrainingTask, train_with
 from thermosynth.training.v2t import noise_schedule
@@ -194,10 +193,7 @@ def build_task(config: T2IRTrainConfig) -> TrainingTask:
     device = process_state().device  # the frozen parts sit where this process trains
     items = load_captioned(config.data.paths, config.data.split, config.image_size, config.data.skip_bad)
     if config.init_from:
-        data_config = config.data
-        normalization = fit_normalization([item.raw for item in items], data_config.thermal_normalization,
-                                          data_config.thermal_range)
-        vae = load_vae(config.init_from)
+        vae, normalization = init_from_autoencoder(config, [item.raw for item in items])
         own_text_encoder = config.text_encoder == config.init_from
         if own_text_encoder:
             tokenizer, text_encoder = load_pretrained_text_encoder(config.init_from)

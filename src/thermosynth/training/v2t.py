@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from thermosynth.data.augment import center_crop
 from thermosynth.data.datasets import PairedImages
-from thermosynth.data.loading import fit_normalization, load_paired_arrays
+from thermosynth.data.loading import load_paired_arrays
 from thermosynth.distributed import process_state
 from thermosynth.models.configs import build_v2t_unet
 from thermosynth.models.latent_codec import LatentCodec, as_codec_input, v2t_unet_input
@@ -25,12 +25,11 @@ from thermosynth.models.stable_diffusion import (
     add_lora,
     empty_prompt_embedding,
     load_v2t_unet,
-    load_vae,
     save_trained_pipeline,
     v2t_prediction,
 )
 from thermosynth.pipelines.visible_to_thermal import VisibleToThermalPipeline
-from thermosynth.training.autoencoder import load_normalization
+from thermosynth.training.autoencoder import init_from_autoencoder, load_normalization
 from thermosynth.training.config import V2TTrainConfig
 from thermosynth.training.loop import TrainingTask, train_with
 from thermosynth.training.validation import validate_translation
@@ -124,8 +123,7 @@ def build_task(config: V2TTrainConfig) -> TrainingTask:
     arrays = load_paired_arrays(data.paths, data.split, data.skip_bad, data.max_side)
     device = process_state().device  # the frozen parts sit where this process trains
     if config.init_from:
-        vae = load_vae(config.init_from)
-        normalization = fit_normalization([t for _, t in arrays], data.thermal_normalization, data.thermal_range)
+        vae, normalization = init_from_autoencoder(config, [t for _, t in arrays])
         unet, prompt = load_v2t_unet(config.init_from), empty_prompt_embedding(config.init_from).to(device)
         if config.lora_rank:
             torch.manual_seed(config.seed)  # the adapters' A matrices are drawn at random
