@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from thermosynth.data.errors import DataError
@@ -171,3 +172,54 @@ def make_identity_encoder(name: str = "sface", model_path: str | None = None):
             raise ValueError("the arcface encoder needs the path of an ArcFace .onnx model")
         return ArcFaceOnnxEncoder(model_path)
     raise ValueError(f"unknown identity encoder {name!r}; choose one of {', '.join(ENCODERS)}")
+
+
+ID_PROMPT = "photo of a id person"  # Arc2Face's prompt; its `id` token carries the identity
+
+
+class IdentityInjection:
+    """Arc2Face's identity injection (used by LaPIG): in `photo of a id person`, the input embedding of the `id`
+    token is replaced by the L2-normalised identity vector, zero-padded to the text encoder's width; the text encoder
+    then runs as usual, so every later token state can read the identity.
+
+    It is done with a forward hook on the encoder's token-embedding table, so any CLIP text model (Arc2Face's
+    fine-tuned one, SD-1.5's, a small random one) works unmodified."""
+
+    def __init__(self, tokenizer, text_encoder, token: str = "id"):
+        ids = tokenizer(token, add_special_tokens=False).input_ids
+        if len(ids) != 1:
+            raise ValueError(f"{token!r} is {len(ids)} tokens for this tokenizer; identity injection needs it to be "
+                             "one (it is in CLIP's vocabulary, as Arc2Face uses it)")
+        self.tokenizer, self.text_encoder, self.token_id = tokenizer, text_encoder, ids[0]
+        self.width = int(text_encoder.config.hidden_size)
+
+    def padded(self, identity: torch.Tensor) -> torch.Tensor:
+        """(B, d) identity vectors -> (B, width): unit length, zeros after the d-th value."""
+        if identity.ndim != 2 or identity.shape[1] > self.width:
+            raise ValueError(f"identity vectors must be (B, d) with d <= {self.width}, got {tuple(identity.shape)}")
+        unit = torch.nn.functional.normalize(identity.float(), dim=1)
+        return torch.nn.functional.pad(unit, (0, self.width - identity.shape[1]))
+
+    def __call__(self, identity: torch.Tensor, prompt: str = ID_PROMPT) -> torch.Tensor:
+        """(B, d) identity vectors -> (B, L, width) token states of `prompt` (padded to the tokenizer's length, as SD
+        and Arc2Face read prompts) with each row's identity where `id` was."""
+        tokens = self.tokenizer([prompt] * identity.shape[0], padding="max_length", truncation=True,
+                                max_length=self.tokenizer.model_max_length, return_tensors="pt")
+        device = self.text_encoder.device
+        input_ids = tokens.input_ids.to(device)
+        where = input_ids == self.token_id
+        if not torch.all(where.sum(dim=1) == 1):
+            raise ValueError(f"the prompt must hold the identity token exactly once: {prompt!r}")
+        vectors = self.padded(identity).to(device)
+
+        def put_identity(module, args, output):
+            output = output.clone()
+            output[where] = vectors.to(output.dtype)
+            return output
+
+        embedding = self.text_encoder.get_input_embeddings()
+        handle = embedding.register_forward_hook(put_identity)
+        try:
+            return self.text_encoder(input_ids=input_ids).last_hidden_state
+        finally:
+            handle.remove()
