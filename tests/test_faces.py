@@ -2,12 +2,13 @@
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 
 from thermosynth.models.identity import ID_PROMPT, IdentityInjection
 
-from conftest import byte_level_clip_vocab
+from conftest import SHARED_DATA, byte_level_clip_vocab, requires_shared_data
 
 
 @pytest.fixture(scope="module")
@@ -58,3 +59,50 @@ def test_identity_injection_refuses_what_it_cannot_place(clip_with_id_token):
         inject(torch.randn(1, 64))
     with pytest.raises(ValueError, match="one"):
         IdentityInjection(tokenizer, model, token="identity")
+
+
+def test_pose_loss_is_minus_the_sum_of_ssim_on_a_hand_made_case():
+    """Flat images: SSIM reduces to its luminance term (2 a b + C1) / (a^2 + b^2 + C1), C1 = (0.01 * 1)^2, exactly."""
+    from thermosynth.training.faces import pose_loss
+
+    levels = [(0.5, 0.25), (0.8, 0.8), (0.1, 0.6), (0.3, 0.35)]  # on the 0..1 scale
+    reference = torch.stack([torch.full((3, 24, 24), a, dtype=torch.float64) for a, _ in levels]) * 2 - 1
+    generated = torch.stack([torch.full((3, 24, 24), b, dtype=torch.float64) for _, b in levels]) * 2 - 1
+    c1 = 0.01**2
+    expected = -sum((2 * a * b + c1) / (a * a + b * b + c1) for a, b in levels)
+    assert pose_loss(reference, generated).item() == pytest.approx(expected, rel=1e-9)
+    assert pose_loss(reference.float(), generated.float()).item() == pytest.approx(expected, rel=1e-3)
+    assert pose_loss(reference, reference).item() == pytest.approx(-4.0, rel=1e-6)  # identical poses: -N
+    generated.requires_grad_(True)
+    pose_loss(reference, generated).backward()
+    assert generated.grad.abs().sum() > 0
+
+
+def test_views_from_five_landmarks_and_from_cfp_fiducials():
+    from thermosynth.data.faces import view_from_cfp_fiducials, view_from_landmarks
+
+    eyes_mouth = [[40, 50], [80, 50], [0, 0], [45, 90], [75, 90]]
+    for nose_x, view in [(60, "frontal"), (66, "frontal"), (70, "profile_right"), (45, "profile_left")]:
+        points = np.array(eyes_mouth, float)
+        points[2] = (nose_x, 70)
+        assert view_from_landmarks(points) == view
+    fiducials = np.zeros((30, 2))
+    fiducials[0] = (20, 50)  # by the ear
+    fiducials[18:23, 0] = 90  # the nose, to the image's right of it
+    assert view_from_cfp_fiducials(fiducials, profile=True) == "profile_right"
+    fiducials[0] = (120, 50)
+    assert view_from_cfp_fiducials(fiducials, profile=True) == "profile_left"
+    assert view_from_cfp_fiducials(fiducials, profile=False) == "frontal"
+
+
+@requires_shared_data("cfp")
+def test_cfp_reader_gives_identities_and_views():
+    from thermosynth.data.faces import read_cfp
+
+    root = SHARED_DATA / "cfp"
+    photos = read_cfp(root)
+    assert len(photos) == 7000 and len({p.identity for p in photos}) == 500
+    counts = {view: sum(p.view == view for p in photos) for view in ("frontal", "profile_left", "profile_right")}
+    assert counts["frontal"] == 5000 and counts["profile_left"] > 500 and counts["profile_right"] > 500
+    held_out = read_cfp(root, identities=range(451, 501))
+    assert {p.identity for p in held_out} == set(range(451, 501)) and len(held_out) == 50 * 14
