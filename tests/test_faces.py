@@ -106,3 +106,45 @@ def test_cfp_reader_gives_identities_and_views():
     assert counts["frontal"] == 5000 and counts["profile_left"] > 500 and counts["profile_right"] > 500
     held_out = read_cfp(root, identities=range(451, 501))
     assert {p.identity for p in held_out} == set(range(451, 501)) and len(held_out) == 50 * 14
+
+
+def test_arc2face_layout_round_trips_and_conditions_the_unet(tmp_path):
+    """Random models saved as Arc2Face publishes its weights (arc2face/ UNet, encoder/ CLIP, SD-1.5's tensor names at
+    small widths) beside an SD-1.5 layout: load_arc2face reads every tensor back, and the injected identity reaches
+    the UNet's output."""
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import load_file
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    from thermosynth.models.identity import load_arc2face
+
+    from conftest import write_sd_layout
+
+    base = write_sd_layout(tmp_path / "sd15")
+    vocab = byte_level_clip_vocab()
+    vocab["id</w>"] = len(vocab)
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=[("i", "d</w>")], model_max_length=77)
+    tokenizer.save_pretrained(base / "tokenizer")  # CLIP's real vocabulary holds `id` as one token
+    torch.manual_seed(1)
+    encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(vocab), hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+        max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id))
+    weights = tmp_path / "arc2face-weights"
+    encoder.save_pretrained(weights / "encoder")
+    UNet2DConditionModel.from_pretrained(base, subfolder="unet").save_pretrained(weights / "arc2face")
+
+    parts = load_arc2face(str(weights), str(base))
+    saved = load_file(weights / "encoder" / "model.safetensors")
+    loaded = parts["text_encoder"].state_dict()
+    assert all(torch.equal(loaded[name], tensor) for name, tensor in saved.items())
+    saved = load_file(weights / "arc2face" / "diffusion_pytorch_model.safetensors")
+    assert all(torch.equal(parts["unet"].state_dict()[name], tensor) for name, tensor in saved.items())
+
+    inject = IdentityInjection(parts["tokenizer"], parts["text_encoder"])
+    sample = torch.randn(1, 4, 8, 8)
+    with torch.no_grad():
+        made = [parts["unet"](sample, 500, encoder_hidden_states=inject(torch.randn(1, 16))).sample for _ in "ab"]
+    assert not torch.allclose(made[0], made[1])  # another identity, another prediction
+    with pytest.raises(ValueError, match="not Arc2Face's weights"):
+        load_arc2face(str(base), str(base))

@@ -223,3 +223,31 @@ class IdentityInjection:
             return self.text_encoder(input_ids=input_ids).last_hidden_state
         finally:
             handle.remove()
+
+
+ARC2FACE_UNET, ARC2FACE_ENCODER = "arc2face", "encoder"  # subfolders of Arc2Face's published weights
+
+
+def load_arc2face(weights: str, base_model: str) -> dict:
+    """Arc2Face's published weights in their layouts (as on the hub, FoivosPar/Arc2Face): `arc2face/` its UNet
+    (diffusers), `encoder/` its fine-tuned CLIP text encoder (transformers), with the Stable Diffusion 1.5 they were
+    trained from for `vae/`, `tokenizer/` and `scheduler/`. Returns those five parts by name; the UNet reads the
+    states `IdentityInjection(tokenizer, text_encoder)` makes. Nothing is downloaded unless hub ids are given."""
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+    from transformers import AutoTokenizer, CLIPTextModel
+
+    from thermosynth.models.stable_diffusion import check_layout, load_vae
+
+    folder = Path(weights)
+    if folder.exists() and not all((folder / part / "config.json").is_file()
+                                   for part in (ARC2FACE_UNET, ARC2FACE_ENCODER)):
+        raise ValueError(f"{weights}: not Arc2Face's weights (expected {ARC2FACE_UNET}/ and {ARC2FACE_ENCODER}/, each "
+                         "with a config.json). Give the folder that holds them, e.g. a download of FoivosPar/Arc2Face.")
+    check_layout(base_model)
+    return {
+        "tokenizer": AutoTokenizer.from_pretrained(base_model, subfolder="tokenizer"),
+        "text_encoder": CLIPTextModel.from_pretrained(weights, subfolder=ARC2FACE_ENCODER).eval(),
+        "unet": UNet2DConditionModel.from_pretrained(weights, subfolder=ARC2FACE_UNET),
+        "vae": load_vae(base_model),
+        "scheduler": DDPMScheduler.from_pretrained(base_model, subfolder="scheduler"),
+    }

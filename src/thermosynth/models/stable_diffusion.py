@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 
 @functools.cache  # every loader checks; a hub id is looked up once per process
-def _check_layout(model: str) -> None:
+def check_layout(model: str) -> None:
     """A local folder in diffusers' layout, or a hub id (read from the cache offline): else one plain line."""
     from thermosynth.pipelines import HUB_ID
 
@@ -54,7 +54,7 @@ def pretrained_prediction_type(model: str) -> str:
     """What the pretrained UNet predicts ("epsilon" for SD-1.5, "v_prediction" for SD-2.1 768), from `scheduler/`."""
     from diffusers import DDPMScheduler
 
-    _check_layout(model)
+    check_layout(model)
     return DDPMScheduler.load_config(model, subfolder="scheduler")["prediction_type"]
 
 
@@ -62,7 +62,7 @@ def load_vae(model: str, fine_tuned: str | None = None) -> AutoencoderKL:
     """The pretrained VAE (`vae/`), frozen: used as it is, through the latent codec. With `fine_tuned`, the folder
     of that VAE with its decoder fine-tuned on thermal images (`train autoencoder --init-from`), checked to share
     the pretrained encoder, so that the latents the pretrained UNet learnt are unchanged."""
-    _check_layout(model)
+    check_layout(model)
     vae = AutoencoderKL.from_pretrained(model, subfolder="vae")
     if fine_tuned is not None:
         tuned = AutoencoderKL.from_pretrained(fine_tuned)
@@ -108,7 +108,7 @@ def widen_conv_in(unet: UNet2DConditionModel, extra_channels: int) -> UNet2DCond
 def load_unet(model: str, text_width: int | None = None) -> UNet2DConditionModel:
     """The pretrained text-conditioned UNet (`unet/`): as it is, for its own text encoder; with `text_width`, given a
     new projection from another encoder's `text_width`-d states to its cross-attention."""
-    _check_layout(model)
+    check_layout(model)
     unet = UNet2DConditionModel.from_pretrained(model, subfolder="unet")
     if text_width is not None:
         add_text_projection(unet, text_width)
@@ -237,7 +237,7 @@ def load_text_encoder(model: str):
     """(tokenizer, text encoder) of the pretrained model (`tokenizer/`, `text_encoder/`), frozen."""
     from transformers import AutoTokenizer, CLIPTextModel
 
-    _check_layout(model)
+    check_layout(model)
     tokenizer = AutoTokenizer.from_pretrained(model, subfolder="tokenizer")
     return tokenizer, CLIPTextModel.from_pretrained(model, subfolder="text_encoder").eval().requires_grad_(False)
 
