@@ -242,7 +242,7 @@ def load_arc2face(weights: str, base_model: str) -> dict:
     if folder.exists() and not all((folder / part / "config.json").is_file()
                                    for part in (ARC2FACE_UNET, ARC2FACE_ENCODER)):
         raise ValueError(f"{weights}: not Arc2Face's weights (expected {ARC2FACE_UNET}/ and {ARC2FACE_ENCODER}/, each "
-                         "with a config.json). Give the folder that holds them, e.g. a download of FoivosPar/Arc2Face.")
+                         "with a config.json). Give the folder that holds them, a download of FoivosPar/Arc2Face.")
     check_layout(base_model)
     return {
         "tokenizer": AutoTokenizer.from_pretrained(base_model, subfolder="tokenizer"),
