@@ -148,3 +148,42 @@ def test_arc2face_layout_round_trips_and_conditions_the_unet(tmp_path):
     assert not torch.allclose(made[0], made[1])  # another identity, another prediction
     with pytest.raises(ValueError, match="not Arc2Face's weights"):
         load_arc2face(str(base), str(base))
+
+
+def test_identity_vectors_average_frontal_photos_list_the_unreadable_and_cache(tmp_path):
+    from PIL import Image
+
+    from thermosynth.data.errors import DataError
+    from thermosynth.data.faces import FacePhoto, identity_vectors
+    from thermosynth.models.identity import FaceIdentity
+
+    photos = []
+    for identity, view, name in [(1, "frontal", "a"), (1, "frontal", "b"), (1, "profile_left", "c"),
+                                 (2, "frontal", "d"), (2, "frontal", "blank"), (3, "frontal", "blank2")]:
+        path = tmp_path / f"{name}.png"
+        Image.new("RGB", (8, 8), (10 * identity, 0, 0)).save(path)
+        photos.append(FacePhoto(path, identity, view))
+
+    class FakeEncoder:
+        name, calls = "fake", 0
+
+        def encode(self, image, source, largest_face=False):
+            self.calls += 1
+            if "blank" in source:
+                raise DataError(f"{source}: no face found.")
+            vector = np.eye(4)[image[0, 0, 0] // 10] + (0.5 if source.endswith("b.png") else 0) * np.eye(4)[0]
+            return FaceIdentity(vector / np.linalg.norm(vector), image, (0, 0, 8, 8), np.zeros((5, 2)))
+
+    encoder = FakeEncoder()
+    found = identity_vectors(photos, encoder, cache=tmp_path / "ids.safetensors")
+    assert encoder.calls == 5  # frontal photos only
+    assert sorted(found.vectors) == [1, 2]  # identity 3 had no readable photo
+    assert [p.name for p, _ in found.skipped] == ["blank.png", "blank2.png"]
+    e = np.eye(4)
+    mean = e[1] + (e[1] + 0.5 * e[0]) / np.linalg.norm(e[1] + 0.5 * e[0])
+    np.testing.assert_allclose(found.vectors[1], mean / np.linalg.norm(mean), rtol=1e-6)
+    again = identity_vectors(photos, encoder, cache=tmp_path / "ids.safetensors")
+    assert encoder.calls == 5 and [p for p, _ in again.skipped] == [p for p, _ in found.skipped]  # from the cache
+    np.testing.assert_array_equal(again.vectors[1], found.vectors[1])
+    identity_vectors(photos[:4], encoder, cache=tmp_path / "ids.safetensors")
+    assert encoder.calls == 8  # other photos: computed again

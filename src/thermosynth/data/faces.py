@@ -8,6 +8,8 @@ its 30 fiducials, or the five landmarks of a face detector (YuNet).
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,3 +83,49 @@ def read_cfp(root: str | Path, identities: range | None = None) -> list[FacePhot
     if not photos:
         raise DataError(f"{table}: no photos of identities {identities}.")
     return photos
+
+
+@dataclass
+class IdentityVectors:
+    vectors: dict[int, np.ndarray]  # identity -> unit vector: the mean of its frontal photos' vectors, renormalised
+    skipped: list[tuple[Path, str]]  # photos whose face could not be read, with the reason
+    encoder: str
+
+
+def identity_vectors(photos: list[FacePhoto], encoder, cache: Path | None = None,
+                     largest_face: bool = True) -> IdentityVectors:
+    """One identity vector per person from their frontal photos (profile photos are left out: identity encoders read
+    frontal faces far better). Photos without a usable face are skipped and listed, never dropped silently; an
+    identity none of whose photos could be read gets no vector. With `cache` (a .safetensors file) the result is
+    read from there when the same encoder made it for the same photos, else computed and written atomically."""
+    from safetensors.numpy import load_file, save_file
+    from tqdm.auto import tqdm
+
+    from thermosynth.data.images import atomic_write, read_visible
+
+    frontal = [p for p in photos if p.view == "frontal"]
+    listing = "\n".join(sorted(f"{p.identity}:{p.path}" for p in frontal))
+    key = f"{encoder.name}:{hashlib.sha256(listing.encode()).hexdigest()}"  # the encoder and the photos it read
+    if cache is not None and Path(cache).is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(cache), framework="np") as f:
+            meta = f.metadata() or {}
+        if meta.get("key") == key:
+            stored = load_file(str(cache))
+            skipped = [(Path(p), reason) for p, reason in json.loads(meta["skipped"])]
+            return IdentityVectors({int(k): v for k, v in stored.items()}, skipped, encoder.name)
+    sums: dict[int, np.ndarray] = {}
+    skipped = []
+    for photo in tqdm(frontal, desc=f"identity vectors ({encoder.name})", leave=False):
+        try:
+            vector = encoder.encode(read_visible(photo.path), str(photo.path), largest_face=largest_face).vector
+        except DataError as error:
+            skipped.append((photo.path, str(error)))
+            continue
+        sums[photo.identity] = sums.get(photo.identity, 0) + vector
+    vectors = {identity: (total / np.linalg.norm(total)).astype(np.float32) for identity, total in sums.items()}
+    if cache is not None:
+        meta = {"key": key, "skipped": json.dumps([(str(p), reason) for p, reason in skipped])}
+        atomic_write(Path(cache), lambda tmp: save_file({str(k): v for k, v in vectors.items()}, str(tmp), meta))
+    return IdentityVectors(vectors, skipped, encoder.name)
