@@ -187,3 +187,36 @@ def test_identity_vectors_average_frontal_photos_list_the_unreadable_and_cache(t
     np.testing.assert_array_equal(again.vectors[1], found.vectors[1])
     identity_vectors(photos[:4], encoder, cache=tmp_path / "ids.safetensors")
     assert encoder.calls == 8  # other photos: computed again
+
+
+def test_face_images_fit_mirror_and_swap_profiles(tmp_path):
+    from PIL import Image
+
+    from thermosynth.data.faces import VIEW_INDEX, FaceImages, FacePhoto, IdentityVectors
+
+    rng = np.random.default_rng(0)
+    photos = []
+    for n, (identity, view, size) in enumerate([(1, "frontal", (90, 120)), (1, "profile_left", (128, 100)),
+                                                (2, "profile_right", (64, 64)), (3, "frontal", (80, 80))]):
+        path = tmp_path / f"{n}.png"
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(path)
+        photos.append(FacePhoto(path, identity, view))
+    vectors = IdentityVectors({1: np.eye(4)[0], 2: np.eye(4)[1]}, [], "fake")  # identity 3: no vector
+    data = FaceImages(photos, vectors, size=32)
+    assert len(data) == 3 and data.left_out == [3] and data.images.shape == (3, 32, 32, 3)
+    batch = data.sample(64, torch.Generator().manual_seed(0))
+    assert batch["images"].shape == (64, 3, 32, 32) and batch["images"].abs().max() <= 1
+    again = data.sample(64, torch.Generator().manual_seed(0))
+    assert all(torch.equal(batch[k], again[k]) for k in batch)  # reproducible from the generator
+    index = int(torch.nonzero(data.identities == 2)[0])  # the one right-profile photo
+    plain = data.images[index].permute(2, 0, 1).float() / 127.5 - 1
+    seen = set()
+    for image, view in zip(batch["images"][batch["identities"] == 2], batch["views"][batch["identities"] == 2],
+                           strict=True):
+        mirrored = not torch.allclose(image, plain, atol=1e-6)
+        assert torch.allclose(image, plain.flip(-1) if mirrored else plain, atol=1e-6)
+        assert int(view) == VIEW_INDEX["profile_left" if mirrored else "profile_right"]  # mirroring swaps profiles
+        seen.add(mirrored)
+    assert seen == {True, False}
+    identity_two = batch["identities"] == 2
+    assert identity_two.any() and torch.equal(batch["identity_vectors"][identity_two][0], torch.eye(4)[1])

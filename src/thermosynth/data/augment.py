@@ -64,14 +64,17 @@ def center_crop(image: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def fit_to_size(image: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, tuple[float, float, float, float]]:
-    """Resize to cover `size` (height, width) keeping the aspect ratio, then centre-crop. Returns the image and
-    (scale_x, scale_y, offset_x, offset_y) mapping original pixel coordinates to the fitted image."""
-    height, width = image.shape
+    """Resize an (H, W) or (H, W, C) image to cover `size` (height, width) keeping the aspect ratio, then centre-crop.
+    Returns the image and (scale_x, scale_y, offset_x, offset_y) mapping original pixel coordinates to the fitted
+    image."""
+    height, width = image.shape[:2]
     target_h, target_w = size
     factor = max(target_h / height, target_w / width)
     new_h, new_w = max(target_h, round(height * factor)), max(target_w, round(width * factor))
-    t = torch.from_numpy(image.astype(np.float32))[None, None]
-    t = F.interpolate(t, size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False)[0, 0]
+    t = torch.from_numpy(image.astype(np.float32))
+    t = t[None, None] if image.ndim == 2 else t.permute(2, 0, 1)[None]
+    t = F.interpolate(t, size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False)[0]
+    t = t[0] if image.ndim == 2 else t.permute(1, 2, 0)
     top, left = (new_h - target_h) // 2, (new_w - target_w) // 2
     fitted = t[top : top + target_h, left : left + target_w].round().clamp(0, np.iinfo(image.dtype).max)
     return fitted.numpy().astype(image.dtype), (new_w / width, new_h / height, -left, -top)

@@ -129,3 +129,47 @@ def identity_vectors(photos: list[FacePhoto], encoder, cache: Path | None = None
         meta = {"key": key, "skipped": json.dumps([(str(p), reason) for p, reason in skipped])}
         atomic_write(Path(cache), lambda tmp: save_file({str(k): v for k, v in vectors.items()}, str(tmp), meta))
     return IdentityVectors(vectors, skipped, encoder.name)
+
+
+VIEW_INDEX = {view: index for index, view in enumerate(VIEWS)}  # the generator's view classes
+MIRRORED = {"frontal": "frontal", "profile_left": "profile_right", "profile_right": "profile_left"}
+
+
+class FaceImages:
+    """Photos of people with identity vectors, ready to train on: each fitted to `size` x `size` (scaled to cover,
+    centre-cropped) and kept as uint8; a draw mirrors half the photos, swapping left and right profiles. Photos of
+    identities without a vector are left out, and those identities listed in `left_out`."""
+
+    def __init__(self, photos: list[FacePhoto], identities: IdentityVectors, size: int = 64):
+        import torch
+
+        from thermosynth.data.augment import fit_to_size
+        from thermosynth.data.images import read_visible
+
+        kept = [p for p in photos if p.identity in identities.vectors]
+        self.left_out = sorted({p.identity for p in photos} - set(identities.vectors))
+        if not kept:
+            raise DataError("no photo belongs to an identity with a vector: nothing to train on")
+        self.size = size
+        self.images = torch.from_numpy(np.stack([fit_to_size(read_visible(p.path), (size, size))[0] for p in kept]))
+        self.identities = torch.tensor([p.identity for p in kept])
+        self.vectors = torch.from_numpy(np.stack([identities.vectors[p.identity] for p in kept])).float()
+        self.views = [p.view for p in kept]
+
+    def __len__(self) -> int:
+        return len(self.views)
+
+    def sample(self, batch_size: int, generator) -> dict:
+        """images (B, 3, S, S) in [-1, 1], identity vectors (B, d), view classes (B,) (VIEW_INDEX), identities (B,)."""
+        import torch
+
+        from thermosynth.data.datasets import visible_to_tensor
+
+        indices = torch.randint(len(self), (batch_size,), generator=generator)
+        mirror = torch.rand(batch_size, generator=generator) < 0.5
+        images = torch.stack([visible_to_tensor(self.images[i].numpy()) for i in indices.tolist()])
+        images = torch.where(mirror[:, None, None, None], images.flip(-1), images)
+        views = [MIRRORED[self.views[i]] if m else self.views[i]
+                 for i, m in zip(indices.tolist(), mirror.tolist(), strict=True)]
+        return {"images": images, "identity_vectors": self.vectors[indices], "identities": self.identities[indices],
+                "views": torch.tensor([VIEW_INDEX[v] for v in views])}
