@@ -187,6 +187,8 @@ def test_identity_vectors_average_frontal_photos_list_the_unreadable_and_cache(t
     np.testing.assert_array_equal(again.vectors[1], found.vectors[1])
     identity_vectors(photos[:4], encoder, cache=tmp_path / "ids.safetensors")
     assert encoder.calls == 8  # other photos: computed again
+    identity_vectors(photos[:4], encoder, cache=tmp_path / "ids.safetensors", largest_face=False)
+    assert encoder.calls == 11  # another way of picking faces: computed again
 
 
 def test_face_images_fit_mirror_and_swap_profiles(tmp_path):

@@ -14,8 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.numpy import load_file, save_file
+from tqdm.auto import tqdm
 
+from thermosynth.data.augment import fit_to_size
+from thermosynth.data.datasets import visible_to_tensor
 from thermosynth.data.errors import DataError
+from thermosynth.data.images import atomic_write, read_visible
 
 VIEWS = ("frontal", "profile_left", "profile_right")
 
@@ -97,18 +104,13 @@ def identity_vectors(photos: list[FacePhoto], encoder, cache: Path | None = None
     """One identity vector per person from their frontal photos (profile photos are left out: identity encoders read
     frontal faces far better). Photos without a usable face are skipped and listed, never dropped silently; an
     identity none of whose photos could be read gets no vector. With `cache` (a .safetensors file) the result is
-    read from there when the same encoder made it for the same photos, else computed and written atomically."""
-    from safetensors.numpy import load_file, save_file
-    from tqdm.auto import tqdm
-
-    from thermosynth.data.images import atomic_write, read_visible
-
+    read from there when the same encoder, reading the same photos the same way, made it; else computed and written
+    atomically."""
     frontal = [p for p in photos if p.view == "frontal"]
     listing = "\n".join(sorted(f"{p.identity}:{p.path}" for p in frontal))
-    key = f"{encoder.name}:{hashlib.sha256(listing.encode()).hexdigest()}"  # the encoder and the photos it read
+    # the encoder, how it picks among several faces, and the photos it read
+    key = f"{encoder.name}:{largest_face}:{hashlib.sha256(listing.encode()).hexdigest()}"
     if cache is not None and Path(cache).is_file():
-        from safetensors import safe_open
-
         with safe_open(str(cache), framework="np") as f:
             meta = f.metadata() or {}
         if meta.get("key") == key:
@@ -141,11 +143,6 @@ class FaceImages:
     identities without a vector are left out, and those identities listed in `left_out`."""
 
     def __init__(self, photos: list[FacePhoto], identities: IdentityVectors, size: int = 64):
-        import torch
-
-        from thermosynth.data.augment import fit_to_size
-        from thermosynth.data.images import read_visible
-
         kept = [p for p in photos if p.identity in identities.vectors]
         self.left_out = sorted({p.identity for p in photos} - set(identities.vectors))
         if not kept:
@@ -161,10 +158,6 @@ class FaceImages:
 
     def sample(self, batch_size: int, generator) -> dict:
         """images (B, 3, S, S) in [-1, 1], identity vectors (B, d), view classes (B,) (VIEW_INDEX), identities (B,)."""
-        import torch
-
-        from thermosynth.data.datasets import visible_to_tensor
-
         indices = torch.randint(len(self), (batch_size,), generator=generator)
         mirror = torch.rand(batch_size, generator=generator) < 0.5
         images = torch.stack([visible_to_tensor(self.images[i].numpy()) for i in indices.tolist()])

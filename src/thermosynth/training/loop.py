@@ -221,10 +221,9 @@ def run_training(task: TrainingTask) -> Path:
     """Train (or resume) the task's run; returns the folder of the exported model."""
     config = task.config
     run_dir = prepare_run_dir(config)
-    start = 0
     checkpoints = checkpoint_dirs(run_dir)
-    if checkpoints:
-        start = checkpoint_state(checkpoints[-1])["step"]
+    resumed = checkpoint_state(checkpoints[-1]) if checkpoints else {"step": 0, "elapsed_s": 0.0}
+    start, elapsed = resumed["step"], resumed["elapsed_s"]  # the trackers need the step before the models load
     accelerator = Accelerator(
         mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.gradient_accumulation_steps,
         cpu=uses_cpu(), log_with=[JsonLinesTracker(run_dir / "metrics.jsonl", start), "tensorboard"],
@@ -243,10 +242,8 @@ def run_training(task: TrainingTask) -> Path:
                                     betas=(config.adam_beta1, 0.999))
     set_learning_rate = learning_rate_schedule(optimizer, config)
 
-    elapsed = 0.0
     if checkpoints:
-        start = load_checkpoint(checkpoints[-1], model, ema, optimizer)
-        elapsed = checkpoint_state(checkpoints[-1])["elapsed_s"]
+        load_checkpoint(checkpoints[-1], model, ema, optimizer)
         logger.info("resuming %s from step %d (%.0f s trained)", run_dir, start, elapsed)
     if start >= config.steps or budget_spent(config, elapsed):
         logger.info("%s already trained for %d steps", run_dir, start)
