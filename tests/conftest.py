@@ -137,3 +137,35 @@ def write_sd_layout(folder: Path) -> Path:
 @pytest.fixture(scope="session")
 def sd_layout_dir(tmp_path_factory) -> Path:
     return write_sd_layout(tmp_path_factory.mktemp("sd-layout"))
+
+
+@pytest.fixture(scope="session")
+def tiny_captioner_dir(tmp_path_factory):
+    """A randomly initialised ViT + BERT-decoder captioner, saved with its image processor and tokenizer."""
+    from transformers import (
+        BertConfig,
+        BertTokenizerFast,
+        VisionEncoderDecoderConfig,
+        VisionEncoderDecoderModel,
+        ViTConfig,
+        ViTImageProcessor,
+    )
+
+    from thermosynth.models.text_encoders import load_text_encoder
+
+    folder = tmp_path_factory.mktemp("captioner")
+    tokenizer = BertTokenizerFast.from_pretrained(load_text_encoder()[0].name_or_path)
+    torch.manual_seed(0)
+    encoder = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64)
+    decoder = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=64, is_decoder=True, add_cross_attention=True)
+    model = VisionEncoderDecoderModel(VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder))
+    model.config.decoder_start_token_id = tokenizer.cls_token_id
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.decoder_start_token_id = tokenizer.cls_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(folder)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

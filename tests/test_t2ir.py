@@ -230,36 +230,6 @@ def test_train_t2ir_then_generate_offline(tmp_path, capsys):
     assert "other settings" in capsys.readouterr().err
 
 
-@pytest.fixture(scope="module")
-def tiny_captioner_dir(tmp_path_factory):
-    """A randomly initialised ViT + BERT-decoder captioner, saved with its image processor and tokenizer."""
-    from transformers import (
-        BertConfig,
-        BertTokenizerFast,
-        VisionEncoderDecoderConfig,
-        VisionEncoderDecoderModel,
-        ViTConfig,
-        ViTImageProcessor,
-    )
-
-    folder = tmp_path_factory.mktemp("captioner")
-    tokenizer = BertTokenizerFast.from_pretrained(load_text_encoder()[0].name_or_path)
-    torch.manual_seed(0)
-    encoder = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=64)
-    decoder = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                         intermediate_size=64, is_decoder=True, add_cross_attention=True)
-    model = VisionEncoderDecoderModel(VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder))
-    model.config.decoder_start_token_id = tokenizer.cls_token_id
-    model.config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.decoder_start_token_id = tokenizer.cls_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(folder)
-    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
 def test_vlm_captions_are_batched_resumable_and_merged(tiny_captioner_dir, tmp_path, capsys):
     out = tmp_path / "captions"
     main(["caption", str(SAMPLES / "hit-uav"), "--out", str(out)])  # from annotations first

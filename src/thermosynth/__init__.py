@@ -2,7 +2,8 @@
 
 __version__ = "0.1.0"
 
-PIPELINES = ("VisibleToThermalPipeline", "TextToThermalPipeline", "Pix2PixPipeline")
+PIPELINES = ("VisibleToThermalPipeline", "TextToThermalPipeline", "Pix2PixPipeline", "IdentityFacePipeline",
+             "PairedFacePipeline")
 
 __all__ = [*PIPELINES, "__version__"]
 

@@ -1,4 +1,4 @@
-"""The `thermosynth` command: caption | masks | train | generate | translate | evaluate | demo | serve."""
+"""The `thermosynth` command: caption | masks | train | synthesize | generate | translate | evaluate | demo | serve."""
 
 from __future__ import annotations
 
@@ -92,8 +92,9 @@ def _training_config(task: str, args: argparse.Namespace):
     from thermosynth.training.config import DataConfig, make_config
 
     data = DataConfig(paths=[str(Path(p)) for p in args.data], split=args.split, skip_bad=args.skip_bad,
-                      max_side=args.max_side, thermal_normalization=args.thermal_normalization,
-                      thermal_range=args.thermal_range)
+                      max_side=args.max_side,
+                      thermal_normalization=getattr(args, "thermal_normalization", "fixed"),  # faces have none
+                      thermal_range=getattr(args, "thermal_range", None))
     extra = {}
     if task == "autoencoder":
         extra["init_from"] = args.init_from
@@ -107,6 +108,10 @@ def _training_config(task: str, args: argparse.Namespace):
                      mask_loss_weight=args.mask_loss_weight, mask_t_max=args.mask_t_max,
                      mask_method=args.mask_method, mask_in_boxes=args.mask_in_boxes or None,
                      decoder_checkpointing=args.decoder_checkpointing or None)
+    if task == "faces":
+        extra.update(identities=args.identities, identity_encoder=args.identity_encoder,
+                     identity_model=args.identity_model, captions=args.captions,
+                     pose_loss_weight=args.pose_loss_weight)
     return make_config(task, args.preset, output_dir=str(Path(args.out)), data=data, steps=args.steps,
                        batch_size=args.batch_size, learning_rate=args.learning_rate,
                        mixed_precision=args.mixed_precision, adam_8bit=args.adam_8bit or None, seed=args.seed,
@@ -119,6 +124,12 @@ def _dry_run(config) -> None:
     from thermosynth.data.sources import is_thermal_only, load_pairs, load_thermal_images
 
     print(json.dumps(config.to_dict(), indent=2))
+    if config.task == "faces":
+        from thermosynth.data.faces import read_cfp
+
+        photos = read_cfp(config.data.paths[0], range(config.identities[0], config.identities[1] + 1))
+        print(f"{config.data.paths[0]}: {len(photos)} photos of {len({p.identity for p in photos})} identities")
+        return
     for path in config.data.paths:
         if is_thermal_only(Path(path)):
             found = f"{len(load_thermal_images(path, config.data.split, config.data.skip_bad))} thermal images"
@@ -208,7 +219,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_caption(args: argparse.Namespace) -> None:
-    if args.vlm:
+    if args.faces:
+        from thermosynth.data.faces import caption_faces
+
+        options = {"batch_size": args.batch_size, "device": args.device, "prompt": args.vlm_prompt} if args.vlm else {}
+        path = caption_faces(args.data, args.out, args.vlm, **options)
+    elif args.vlm:
         from thermosynth.data.vlm_captions import caption_with_vlm
 
         path = caption_with_vlm(args.data, args.vlm, args.out, batch_size=args.batch_size, device=args.device,
@@ -239,6 +255,28 @@ def cmd_generate(args: argparse.Namespace) -> None:
                               bit_depth=args.bit_depth, palettes=tuple(args.palette), device=args.device,
                               dtype=_dtype(args))
     _say(f"{len(written)} images written to {args.out}")
+
+
+def cmd_synthesize_faces(args: argparse.Namespace) -> None:
+    from thermosynth.models.identity import make_identity_encoder
+    from thermosynth.pipelines import PairedFacePipeline, load_face_pipeline, prepare_for_inference
+    from thermosynth.synthesize import read_people, synthesize_faces
+
+    read_people(args.photos)  # bad input is said before the models load
+    out = Path(args.out)
+    faces = prepare_for_inference(load_face_pipeline(args.model), args.device, args.scheduler, args.dtype)
+    thermal = _load_pipeline(args.thermal_model, args.device, args.scheduler, args.dtype)
+    encoder = make_identity_encoder(faces.config.identity_encoder, args.identity_model)
+    counts = synthesize_faces(
+        PairedFacePipeline(faces, thermal, args.thermal_size), args.photos, out, encoder, views=tuple(args.views),
+        per_view=args.per_view, seed=args.seed, batch_size=args.batch_size, largest_face=args.largest_face,
+        face_model=args.model, thermal_model=args.thermal_model, num_inference_steps=args.steps,
+        guidance_scale=args.guidance, thermal_inference_steps=args.thermal_steps,
+        thermal_guidance_scale=args.thermal_guidance)
+    skipped = f"; {counts['skipped_people']} without a readable face listed in {out / 'skipped.jsonl'}" \
+        if counts["skipped_people"] else ""
+    print(f"{counts['written']} pairs written, {counts['already_done']} already there, for {counts['people']} "
+          f"people{skipped} -> {out}")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -307,7 +345,45 @@ def build_parser() -> argparse.ArgumentParser:
     pix2pix = tasks.add_parser("pix2pix", help="the pix2pix baseline (U-Net generator + PatchGAN)")
     _add_training_arguments(pix2pix)
     _add_normalization_arguments(pix2pix)
+    faces = tasks.add_parser("faces", help="the identity-conditioned visible face generator (LaPIG), on photos in "
+                             "CFP's layout")
+    _add_training_arguments(faces)
+    faces.add_argument("--identities", type=_positive_int, nargs=2, metavar=("FIRST", "LAST"),
+                       help="train on these identities (default: CFP's 1-450; 451-500 are held out)")
+    faces.add_argument("--identity-encoder", choices=("sface", "dlib", "arcface"),
+                       help="whose identity vectors condition the generator (default: sface)")
+    faces.add_argument("--identity-model", help="with --identity-encoder arcface: the insightface ArcFace .onnx")
+    faces.add_argument("--captions", help="a metadata.jsonl captioning every photo (default: the measured view)")
+    faces.add_argument("--pose-loss-weight", type=float, help="weight of LaPIG's SSIM pose loss, Eq. 3 (0: off)")
     train.set_defaults(func=cmd_train)
+
+    synthesize = commands.add_parser("synthesize", help="synthesize data sets")
+    kinds = synthesize.add_subparsers(dest="kind", required=True)
+    faces = kinds.add_parser("faces", help="paired visible/thermal faces of the people in PHOTOS (LaPIG Algorithm 1)")
+    faces.add_argument("photos", help="folder with one subfolder of photos a person (or one photo a person)")
+    faces.add_argument("--model", required=True, help="face generator: the pipeline folder of `train faces`")
+    faces.add_argument("--thermal-model", required=True,
+                       help="visible-to-thermal model: a shipped name (v2t-roadscene) or a pipeline folder")
+    faces.add_argument("--out", required=True, type=_output_folder,
+                       help="data set folder (visible/, thermal/, metadata.jsonl); re-run to resume")
+    faces.add_argument("--views", nargs="+", default=["frontal", "profile_left", "profile_right"],
+                       choices=("frontal", "profile_left", "profile_right"))
+    faces.add_argument("--per-view", type=_positive_int, default=1, help="pairs per person and view")
+    faces.add_argument("--seed", type=int, default=0)
+    faces.add_argument("--batch-size", type=_positive_int, default=8)
+    faces.add_argument("--largest-face", action="store_true",
+                       help="where a photo shows several faces, use the largest (default: refuse the photo)")
+    faces.add_argument("--identity-model", help="the ArcFace .onnx, for a generator conditioned on ArcFace")
+    faces.add_argument("--steps", type=_positive_int, help="face sampling steps (default: the model's, or 25)")
+    faces.add_argument("--guidance", type=float, help="face guidance scale (default: the model's, or 2)")
+    faces.add_argument("--thermal-steps", type=_positive_int, help=STEPS_HELP)
+    faces.add_argument("--thermal-guidance", type=float, help="V2T guidance scale (default: the model's)")
+    faces.add_argument("--thermal-size", type=_positive_int,
+                       help="resize faces to this side before translation (default: as generated)")
+    faces.add_argument("--scheduler", default="ddim", choices=("ddim", "dpm++"))
+    faces.add_argument("--device")
+    _add_dtype_argument(faces)
+    faces.set_defaults(func=cmd_synthesize_faces)
 
     translate = commands.add_parser("translate", help="visible images to thermal with a trained V2T or pix2pix model")
     translate.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders, or paired data sets")
@@ -360,6 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument("--out", type=_output_folder, help="folder for metadata.jsonl (default: beside the images)")
     caption.add_argument("--vlm", help="caption with this image-to-text model (folder or hub id) instead")
     caption.add_argument("--vlm-prompt", help="question for chat-style VLMs (default: describe the image)")
+    caption.add_argument("--faces", action="store_true",
+                         help="DATA holds face photos in CFP's layout: each caption is the measured view, then the "
+                         "--vlm's sentence (for `train faces --captions`)")
     caption.add_argument("--batch-size", type=_positive_int, default=8)
     caption.add_argument("--device")
     caption.add_argument("--skip-bad", action="store_true")

@@ -35,6 +35,40 @@ PROFILE_OFFSET = 0.2
 def _direction(nose_x: float, reference_x: float) -> str:
     return "profile_right" if nose_x > reference_x else "profile_left"
 
+# What a caption may say of a photo's view: measured (CFP's folders and fiducials, or landmarks), never guessed.
+VIEW_WORDS = {"frontal": "frontal view", "profile_left": "profile view, facing left",
+              "profile_right": "profile view, facing right"}
+
+
+def face_caption(view: str) -> str:
+    """The caption thermosynth can write of a face photo without a VLM: what it measured, the view."""
+    if view not in VIEW_WORDS:
+        raise ValueError(f"unknown view {view!r}; choose one of {', '.join(VIEWS)}")
+    return f"a photo of a face, {VIEW_WORDS[view]}"
+
+
+def caption_faces(root: str | Path, out: str | Path | None = None, vlm: str | None = None, **vlm_options) -> Path:
+    """metadata.jsonl captions for CFP-layout photos (`train faces --captions`): the measured view of each photo
+    (face_caption) and, with `vlm` (an image-text model's folder or hub id), the model's sentence after it, e.g.
+    "a photo of a face, frontal view. A man with short dark hair and glasses, smiling." Returns the file."""
+    from thermosynth.data.captions import _relative, read_metadata, write_metadata
+
+    photos = read_cfp(root)
+    out_dir = Path(out) if out is not None else Path(root)
+    described = {}
+    if vlm is not None:
+        from thermosynth.data.vlm_captions import caption_with_vlm
+
+        made = caption_with_vlm(root, vlm, out_dir, files=[p.path for p in photos], visible=True, **vlm_options)
+        described = {path.resolve(): captions[-1] for path, captions in read_metadata(made)}
+    entries = []
+    for photo in photos:
+        text = face_caption(photo.view)
+        sentence = described.get(photo.path.resolve(), "").strip()
+        entries.append({"file_name": _relative(photo.path, out_dir),
+                        "text": f"{text}. {sentence}" if sentence else text})
+    return write_metadata(entries, out_dir)
+
 
 def view_from_landmarks(landmarks: np.ndarray) -> str:
     """The view of a face from its five detector landmarks (YuNet's order: image-left eye, image-right eye, nose tip,
@@ -152,12 +186,14 @@ class FaceImages:
         self.identities = torch.tensor([p.identity for p in kept])
         self.vectors = torch.from_numpy(np.stack([identities.vectors[p.identity] for p in kept])).float()
         self.views = [p.view for p in kept]
+        self.photos = kept
 
     def __len__(self) -> int:
         return len(self.views)
 
     def sample(self, batch_size: int, generator) -> dict:
-        """images (B, 3, S, S) in [-1, 1], identity vectors (B, d), view classes (B,) (VIEW_INDEX), identities (B,)."""
+        """images (B, 3, S, S) in [-1, 1], identity vectors (B, d), view classes (B,) (VIEW_INDEX) after mirroring,
+        identities (B,), and the photos' indices (B,) (self.photos)."""
         indices = torch.randint(len(self), (batch_size,), generator=generator)
         mirror = torch.rand(batch_size, generator=generator) < 0.5
         images = torch.stack([visible_to_tensor(self.images[i].numpy()) for i in indices.tolist()])
@@ -165,4 +201,4 @@ class FaceImages:
         views = [MIRRORED[self.views[i]] if m else self.views[i]
                  for i, m in zip(indices.tolist(), mirror.tolist(), strict=True)]
         return {"images": images, "identity_vectors": self.vectors[indices], "identities": self.identities[indices],
-                "views": torch.tensor([VIEW_INDEX[v] for v in views])}
+                "views": torch.tensor([VIEW_INDEX[v] for v in views]), "indices": indices}

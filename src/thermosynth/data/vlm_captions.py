@@ -20,12 +20,15 @@ from tqdm.auto import tqdm
 
 from thermosynth.data.captions import METADATA_FILE, _relative, write_metadata
 from thermosynth.data.errors import DataError
-from thermosynth.data.images import list_images, read_thermal
+from thermosynth.data.images import list_images, read_thermal, read_visible
 from thermosynth.render import stretch_to_uint8
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_PROMPT = "Describe this thermal infrared image in one sentence."
+# For face photos (LaPIG captions its faces with a VLM): what is visible, not who it is or guesses about the person.
+FACE_PROMPT = ("Describe the visible appearance of this face in one sentence: hair, facial hair, glasses, "
+               "expression, lighting. Do not guess identity, age, ethnicity or anything not visible.")
 
 
 def _image_folder(data: Path) -> Path:
@@ -64,16 +67,19 @@ def _load(model_id: str, device: str):
 @torch.no_grad()
 def caption_with_vlm(data: str | os.PathLike, model_id: str, out: str | os.PathLike | None = None,
                      batch_size: int = 8, device: str | None = None, prompt: str | None = None,
-                     max_new_tokens: int = 40) -> Path:
-    """Caption every image of `data` with `model_id`; returns the metadata.jsonl written."""
+                     max_new_tokens: int = 40, files: list[Path] | None = None, visible: bool = False) -> Path:
+    """Caption every image of `data` (or the given `files`) with `model_id`; returns the metadata.jsonl written.
+    Thermal images by default; `visible` reads colour photos (faces) and asks FACE_PROMPT unless given one."""
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
-    folder = _image_folder(Path(data))
+    folder = _image_folder(Path(data)) if files is None else Path(data)
     out_dir = Path(out) if out is not None else folder
     out_dir.mkdir(parents=True, exist_ok=True)
     partial = out_dir / (METADATA_FILE + ".partial")
     done = _read_done(partial)
-    images = [(p, _relative(p, out_dir)) for p in list_images(folder)]
+    read = (lambda path: read_visible(path)) if visible else (lambda path: _as_8bit(read_thermal(path)))
+    prompt = prompt or (FACE_PROMPT if visible else DEFAULT_PROMPT)
+    images = [(p, _relative(p, out_dir)) for p in (list_images(folder) if files is None else files)]
     todo = [(p, name) for p, name in images if name not in done]
     logger.info("%d images, %d captioned already", len(images), len(images) - len(todo))
 
@@ -84,7 +90,7 @@ def caption_with_vlm(data: str | os.PathLike, model_id: str, out: str | os.PathL
         with partial.open("a") as sink:
             for start in tqdm(range(0, len(todo), batch_size), desc="caption", unit="batch"):
                 chunk = todo[start : start + batch_size]
-                pictures = [Image.fromarray(_as_8bit(read_thermal(p))).convert("RGB") for p, _ in chunk]
+                pictures = [Image.fromarray(read(p)).convert("RGB") for p, _ in chunk]
                 if chat:
                     inputs = processor(images=pictures, text=[_chat_text(processor, prompt)] * len(chunk),
                                        return_tensors="pt", padding=True)
@@ -111,8 +117,7 @@ def _as_8bit(thermal: np.ndarray) -> np.ndarray:
     return thermal if thermal.dtype == np.uint8 else stretch_to_uint8(thermal)
 
 
-def _chat_text(processor, prompt: str | None) -> str:
-    question = prompt or DEFAULT_PROMPT
+def _chat_text(processor, question: str) -> str:
     if getattr(processor, "chat_template", None):
         messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
         return processor.apply_chat_template(messages, add_generation_prompt=True)

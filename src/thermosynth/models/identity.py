@@ -201,10 +201,12 @@ class IdentityInjection:
         return torch.nn.functional.pad(unit, (0, self.width - identity.shape[1]))
 
     def __call__(self, identity: torch.Tensor, prompt: str = ID_PROMPT) -> torch.Tensor:
-        """(B, d) identity vectors -> (B, L, width) token states of `prompt` (padded to the tokenizer's length, as SD
-        and Arc2Face read prompts) with each row's identity where `id` was."""
-        tokens = self.tokenizer([prompt] * identity.shape[0], padding="max_length", truncation=True,
-                                max_length=self.tokenizer.model_max_length, return_tensors="pt")
+        """(B, d) identity vectors -> (B, L, width) token states of `prompt` with each row's identity where `id` was.
+        CLIP's are padded to its 77 tokens, as SD and Arc2Face read prompts (CLIP is causal: the padding leaves the
+        prompt's states as they are); other encoders attend both ways, so theirs are the prompt's tokens alone."""
+        is_clip = self.text_encoder.config.model_type in ("clip", "clip_text_model")
+        tokens = self.tokenizer([prompt] * identity.shape[0], padding="max_length" if is_clip else "longest",
+                                truncation=True, max_length=self.tokenizer.model_max_length, return_tensors="pt")
         device = self.text_encoder.device
         input_ids = tokens.input_ids.to(device)
         where = input_ids == self.token_id
@@ -228,11 +230,13 @@ class IdentityInjection:
 ARC2FACE_UNET, ARC2FACE_ENCODER = "arc2face", "encoder"  # subfolders of Arc2Face's published weights
 
 
-def load_arc2face(weights: str, base_model: str) -> dict:
+def load_arc2face(weights: str, base_model: str, long_clip: str | None = None) -> dict:
     """Arc2Face's published weights in their layouts (as on the hub, FoivosPar/Arc2Face): `arc2face/` its UNet
     (diffusers), `encoder/` its fine-tuned CLIP text encoder (transformers), with the Stable Diffusion 1.5 they were
     trained from for `vae/`, `tokenizer/` and `scheduler/`. Returns those five parts by name; the UNet reads the
-    states `IdentityInjection(tokenizer, text_encoder)` makes. Nothing is downloaded unless hub ids are given."""
+    states `IdentityInjection(tokenizer, text_encoder)` makes. With `long_clip` (a LongCLIP text model in
+    transformers' layout, 248 positions), also `caption_encoder` and `caption_tokenizer`, LaPIG's reader of long
+    captions. The parts are IdentityFacePipeline's components. Nothing is downloaded unless hub ids are given."""
     from diffusers import DDPMScheduler, UNet2DConditionModel
     from transformers import AutoTokenizer, CLIPTextModel
 
@@ -244,10 +248,15 @@ def load_arc2face(weights: str, base_model: str) -> dict:
         raise ValueError(f"{weights}: not Arc2Face's weights (expected {ARC2FACE_UNET}/ and {ARC2FACE_ENCODER}/, each "
                          "with a config.json). Give the folder that holds them, a download of FoivosPar/Arc2Face.")
     check_layout(base_model)
-    return {
+    parts = {
         "tokenizer": AutoTokenizer.from_pretrained(base_model, subfolder="tokenizer"),
         "text_encoder": CLIPTextModel.from_pretrained(weights, subfolder=ARC2FACE_ENCODER).eval(),
         "unet": UNet2DConditionModel.from_pretrained(weights, subfolder=ARC2FACE_UNET),
         "vae": load_vae(base_model),
         "scheduler": DDPMScheduler.from_pretrained(base_model, subfolder="scheduler"),
     }
+    if long_clip is not None:
+        from thermosynth.models.text_encoders import load_text_encoder
+
+        parts["caption_tokenizer"], parts["caption_encoder"] = load_text_encoder(long_clip)
+    return parts

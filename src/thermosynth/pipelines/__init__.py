@@ -1,5 +1,5 @@
-"""Diffusers pipelines: LaPIG's visible-to-thermal LDM, the pix2pix baseline (both loadable by `load_pipeline`), and
-TxT2IR's text-to-thermal LDM."""
+"""Diffusers pipelines: LaPIG's visible-to-thermal LDM, the pix2pix baseline (both loadable by `load_pipeline`),
+TxT2IR's text-to-thermal LDM, and LaPIG's identity-conditioned faces with their thermal pairs."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import re
 from contextlib import contextmanager
 from pathlib import Path
 
+from thermosynth.pipelines.faces import IdentityFacePipeline, PairedFacePipeline
 from thermosynth.pipelines.pix2pix import Pix2PixPipeline
 from thermosynth.pipelines.text_to_thermal import TextToThermalPipeline
 from thermosynth.pipelines.visible_to_thermal import VisibleToThermalPipeline, set_scheduler
@@ -17,7 +18,8 @@ logger = logging.getLogger(__name__)
 
 PIPELINE_CLASSES = {cls.__name__: cls for cls in (VisibleToThermalPipeline, Pix2PixPipeline)}
 
-__all__ = ["PIPELINE_CLASSES", "Pix2PixPipeline", "TextToThermalPipeline", "VisibleToThermalPipeline", "load_pipeline",
+__all__ = ["PIPELINE_CLASSES", "IdentityFacePipeline", "PairedFacePipeline", "Pix2PixPipeline",
+           "TextToThermalPipeline", "VisibleToThermalPipeline", "load_face_pipeline", "load_pipeline",
            "load_text_pipeline", "prepare_for_inference"]
 
 
@@ -113,6 +115,16 @@ def load_text_pipeline(model: str) -> TextToThermalPipeline:
         raise ValueError(f"{model}: its model_index.json names {class_name!r}, not a text-to-thermal pipeline; give "
                          "the 'pipeline' folder of a `thermosynth train t2ir` run.")
     return _from_pretrained(TextToThermalPipeline, model)
+
+
+def load_face_pipeline(model: str) -> IdentityFacePipeline:
+    """The identity-conditioned face generator saved in a folder or hub repository (a `thermosynth train faces` run's
+    'pipeline' folder)."""
+    class_name = _saved_class_name(model)
+    if class_name != IdentityFacePipeline.__name__:
+        raise ValueError(f"{model}: its model_index.json names {class_name!r}, not a face generator; give the "
+                         "'pipeline' folder of a `thermosynth train faces` run.")
+    return _from_pretrained(IdentityFacePipeline, model)
 
 
 INFERENCE_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # --dtype name -> torch dtype

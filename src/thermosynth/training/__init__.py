@@ -4,14 +4,15 @@ from thermosynth.training.config import (
     PRESETS,
     AutoencoderTrainConfig,
     DataConfig,
+    FaceTrainConfig,
     Pix2PixTrainConfig,
     T2IRTrainConfig,
     V2TTrainConfig,
     make_config,
 )
 
-__all__ = ["PRESETS", "AutoencoderTrainConfig", "DataConfig", "Pix2PixTrainConfig", "T2IRTrainConfig",
-           "V2TTrainConfig", "make_config", "train"]
+__all__ = ["PRESETS", "AutoencoderTrainConfig", "DataConfig", "FaceTrainConfig", "Pix2PixTrainConfig",
+           "T2IRTrainConfig", "V2TTrainConfig", "make_config", "train"]
 
 
 def train(config):
@@ -32,4 +33,8 @@ def train(config):
         from thermosynth.training.t2ir import train as train_t2ir
 
         return train_t2ir(config)
+    if isinstance(config, FaceTrainConfig):
+        from thermosynth.training.faces import train as train_faces
+
+        return train_faces(config)
     raise TypeError(f"no training task for {type(config).__name__}")

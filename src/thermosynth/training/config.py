@@ -13,7 +13,13 @@ from pathlib import Path
 
 from thermosynth.data.masks import HotMaskSpec
 from thermosynth.data.normalization import MODES
-from thermosynth.models.configs import AUTOENCODER_ARCHITECTURES, T2IR_UNET_ARCHITECTURES, V2T_UNET_ARCHITECTURES
+from thermosynth.models.configs import (
+    AUTOENCODER_ARCHITECTURES,
+    FACE_UNET_ARCHITECTURES,
+    T2IR_UNET_ARCHITECTURES,
+    V2T_UNET_ARCHITECTURES,
+)
+from thermosynth.models.identity import ENCODERS
 from thermosynth.models.pix2pix import PIX2PIX_ARCHITECTURES
 from thermosynth.models.text_encoders import DEFAULT_TEXT_ENCODER
 
@@ -226,6 +232,43 @@ class T2IRTrainConfig(TrainConfig):
         HotMaskSpec(self.mask_method, self.mask_percentile)  # validates the mask settings
 
 
+
+@dataclass
+class FaceTrainConfig(TrainConfig):
+    """LaPIG's identity-conditioned visible face generator, in pixel space (training/faces.py says why), on photos of
+    people in CFP's layout: identities `identities` (first, last; inclusive), each photo with its view."""
+
+    task = "faces"
+    identities: tuple[int, int] = (1, 450)  # the rest of CFP (451-500) is held out for the measurement
+    image_size: int = 64  # square: photos are scaled to cover it and centre-cropped
+    identity_encoder: str = "sface"  # models/identity.py: sface | dlib | arcface (with identity_model)
+    identity_model: str | None = None  # the ArcFace .onnx for identity_encoder "arcface"
+    text_encoder: str = DEFAULT_TEXT_ENCODER  # reads the identity prompt and the captions (MiniLM: 256 tokens)
+    captions: str | None = None  # a metadata.jsonl of captions (`thermosynth caption faces`); else measured ones
+    condition_dropout: float = 0.1  # identity zeroed and caption emptied this often, for classifier-free guidance
+    pose_loss_weight: float = 0.0  # LaPIG Eq. 3 on the predicted clean image, for t <= pose_t_max (0: off)
+    pose_t_max: int = 500
+    num_train_timesteps: int = 1000
+    validation_inference_steps: int = 25
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.identities = tuple(self.identities)
+        if self.architecture not in FACE_UNET_ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {sorted(FACE_UNET_ARCHITECTURES)}")
+        if len(self.identities) != 2 or not 1 <= self.identities[0] <= self.identities[1]:
+            raise ValueError(f"identities must be (first, last) with 1 <= first <= last, got {self.identities}")
+        if self.identity_encoder not in ENCODERS:
+            raise ValueError(f"identity_encoder must be one of {ENCODERS}, got {self.identity_encoder!r}")
+        if (self.identity_encoder == "arcface") != (self.identity_model is not None):
+            raise ValueError("identity_model (an ArcFace .onnx) goes with identity_encoder 'arcface', and only there")
+        if self.image_size < 16 or self.image_size % 8:
+            raise ValueError(f"image_size must be a multiple of 8 and at least 16, got {self.image_size}")
+        if not 0.0 <= self.condition_dropout < 1.0:
+            raise ValueError(f"condition_dropout must be in [0, 1), got {self.condition_dropout}")
+        if self.pose_loss_weight < 0:
+            raise ValueError(f"pose_loss_weight must be >= 0, got {self.pose_loss_weight}")
+
 # Named presets. "tiny" finishes on 2 CPU cores in minutes (tests, demo); "base" is the shipped models' recipe
 # (sized to ship: ~100 MB in fp16 for the autoencoder and both UNets; meant for one GPU with --time-budget, its
 # `steps` only a cap); "small" is a larger one-GPU model; "sd15" uses SD-1.5-sized networks for big GPUs.
@@ -278,10 +321,17 @@ PRESETS: dict[str, dict[str, dict]] = {
                       warmup_steps=200, adam_beta1=0.5, max_grad_norm=None, mixed_precision="bf16",
                       ema_decay=0.999, checkpoint_every=2000, validate_every=2000, log_every=50),
     },
+    # Faces at 64 px in pixel space. "small" is the CPU recipe of benchmarks/faces (2 cores, about an hour).
+    "faces": {
+        "tiny": dict(architecture="tiny", steps=300, batch_size=8, learning_rate=1e-3, warmup_steps=20,
+                     ema_decay=0.99, checkpoint_every=100, validate_every=300, log_every=10, image_size=32),
+        "small": dict(architecture="small", steps=100000, batch_size=16, learning_rate=3e-4, warmup_steps=100,
+                      ema_decay=0.995, checkpoint_every=200, validate_every=500, log_every=20),
+    },
 }
 
 CONFIG_CLASSES = {"autoencoder": AutoencoderTrainConfig, "v2t": V2TTrainConfig, "pix2pix": Pix2PixTrainConfig,
-                  "t2ir": T2IRTrainConfig}
+                  "t2ir": T2IRTrainConfig, "faces": FaceTrainConfig}
 
 
 def make_config(task: str, preset: str, **overrides) -> TrainConfig:
