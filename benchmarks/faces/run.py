@@ -18,9 +18,10 @@ other real frontal photos (the gallery: every real frontal photo of identities 4
   the person's four profile photos as profile probes): the ceiling.
 
 Generated faces (64 px) are enlarged to 128 px (bicubic) before dlib, CFP's photo size (dlib's HOG detector finds
-faces down to ~80 px, ~40 px with the one upsampling the encoder does). Writes results.json, RESULTS.md and
-grid.png (generated faces only: CFP's photos are never copied into the repository) into OUT; with --look, a grid
-beside the real photos goes there, outside the repository, to look at.
+faces down to ~80 px, ~40 px with the one upsampling the encoder does). Writes results.json and grid.png
+(generated faces only, one row a held-out person: frontal, left profile, right profile, then the zero-identity
+frontal; CFP's photos are never copied into the repository) into OUT, and prints the table RESULTS.md quotes; with
+--look, the same grid beside each person's conditioning photo goes there, outside the repository, to look at.
 """
 
 from __future__ import annotations
@@ -100,6 +101,13 @@ def scores(probes: list[np.ndarray], probe_ids: np.ndarray, gallery: np.ndarray,
     return result
 
 
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def enlarge(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB").resize((DLIB_SIZE, DLIB_SIZE), resample=Image.BICUBIC))
 
@@ -112,6 +120,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--guidance", type=float, default=2.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--scheduler", default="ddim", choices=("ddim", "dpm++"))
     parser.add_argument("--batch-size", type=int, default=30)
     parser.add_argument("--look", help="a folder outside the repository for a grid beside the real photos")
     args = parser.parse_args()
@@ -122,7 +131,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     config = json.loads((run / "config.json").read_text())
     trained = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    pipeline = prepare_for_inference(load_face_pipeline(str(run / "pipeline")), "cpu")
+    pipeline = prepare_for_inference(load_face_pipeline(str(run / "pipeline")), "cpu", args.scheduler)
     photos = read_cfp(args.cfp, HELD_OUT)
     sface = make_identity_encoder(pipeline.config.identity_encoder)
     chosen = conditioning_photos(photos, sface)
@@ -165,9 +174,9 @@ def main() -> None:
         "training": {"identities": config["identities"], "steps": config["steps"], "batch_size": config["batch_size"],
                      "architecture": config["architecture"], "image_size": config["image_size"],
                      "minutes": round(training_s / 60, 1), "pose_loss_weight": config["pose_loss_weight"]},
-        "sampling": {"steps": args.steps, "guidance": args.guidance, "seed": args.seed},
+        "sampling": {"steps": args.steps, "guidance": args.guidance, "seed": args.seed, "scheduler": args.scheduler},
         "evaluation_minutes": round(seconds / 60, 1),
-        "hardware": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads (CPU)",
+        "hardware": f"{cpu_name()}, {torch.get_num_threads()} threads, no GPU",
         "command": "python " + " ".join(sys.argv),
     }
     (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -2,7 +2,8 @@
 
 The UNet denoises 64-px face photos in pixel space, cross-attending to Arc2Face's identity prompt (`photo of a id
 person`, the `id` token's embedding replaced by the person's SFace vector) beside the photo's caption, both read by
-the frozen MiniLM text encoder; the view (frontal, left or right profile) is its class label. Why pixels at 64 px:
+the frozen MiniLM text encoder, and pools those token states into its time embedding too (models/configs.py says
+why); the view (frontal, left or right profile) is its class label. Why pixels at 64 px:
 a whole face fits in the UNet's view, nothing has to be learnt first (thermosynth's autoencoders were trained on
 road scenes, not faces), and a 17M UNet takes 2.1 s a step of 16 faces on 2 CPU cores, so an hour is ~1,700 steps
 (4 passes over CFP's 450 training identities). Identity and caption are dropped together (`condition_dropout`)
