@@ -40,9 +40,8 @@ def _faces(pipeline, identity, views, guidance=2.0, seed=0):
 
 
 def test_face_pipeline_conditions_on_identity_and_view_and_round_trips(face_pipeline, tmp_path):
-    from thermosynth.pipelines import load_face_pipeline
-
     from thermosynth.models.identity import ID_PROMPT, IdentityInjection
+    from thermosynth.pipelines import load_face_pipeline
 
     identity = torch.randn(2, 16)
     # MiniLM attends both ways, so the identity prompt is not padded to the tokenizer's 256 (CLIP's is, to 77)
@@ -76,11 +75,11 @@ def test_arc2face_and_longclip_weights_run_in_the_face_pipeline(tmp_path):
     reaches the UNet in the caption, and a caption past CLIP's 77 tokens is read whole."""
     import warnings
 
-    from thermosynth.models.text_encoders import PromptTruncatedWarning
     from diffusers import DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     from thermosynth.models.identity import load_arc2face
+    from thermosynth.models.text_encoders import PromptTruncatedWarning
     from thermosynth.pipelines import IdentityFacePipeline
 
     from conftest import byte_level_clip_vocab, write_sd_layout
