@@ -143,7 +143,7 @@ FACE_UNET_ARCHITECTURES: dict[str, dict] = {
         norm_num_groups=16,
         attention_head_dim=8,
     ),
-    # 17.0M parameters at MiniLM's 384-d states: 2.1 s per step of 16 64-px faces on 2 CPU cores.
+    # 17.5M parameters at MiniLM's 384-d states: 2.6-2.8 s per step of 16 64-px faces on 2 CPU cores (training).
     "small": dict(
         block_out_channels=(32, 64, 128, 256),
         down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),

@@ -5,9 +5,9 @@ person`, the `id` token's embedding replaced by the person's SFace vector) besid
 the frozen MiniLM text encoder, and pools those token states into its time embedding too (models/configs.py says
 why); the view (frontal, left or right profile) is its class label. Why pixels at 64 px:
 a whole face fits in the UNet's view, nothing has to be learnt first (thermosynth's autoencoders were trained on
-road scenes, not faces), and a 17M UNet takes 2.1 s a step of 16 faces on 2 CPU cores, so an hour is ~1,700 steps
-(4 passes over CFP's 450 training identities). Identity and caption are dropped together (`condition_dropout`)
-so that classifier-free guidance contrasts with no one in particular.
+road scenes, not faces), and a 17.5M UNet takes 2.6-2.8 s a step of 16 faces on 2 CPU cores: an hour made
+1,229 steps (3 passes over the 6,300 photos of CFP's 450 training identities). Identity and caption are
+dropped together (`condition_dropout`) so that classifier-free guidance contrasts with no one in particular.
 
 LaPIG Eq. 3, the SSIM pose loss, pulls each generated view towards the pose of its reference photo:
 
