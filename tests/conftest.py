@@ -134,6 +134,41 @@ def write_sd_layout(folder: Path) -> Path:
     return folder
 
 
+def clip_tokenizer_with_id(max_length: int = 77):
+    """The byte-level CLIP tokenizer with `id` as one token, as CLIP's real vocabulary holds it (Arc2Face's prompt)."""
+    from transformers import CLIPTokenizer
+
+    vocab = byte_level_clip_vocab()
+    vocab["id</w>"] = len(vocab)
+    return CLIPTokenizer(vocab=vocab, merges=[("i", "d</w>")], model_max_length=max_length)
+
+
+def small_clip_text_model(tokenizer, positions: int = 77):
+    """A random CLIP text model at small widths reading `tokenizer`'s vocabulary, with `positions` positions."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    return CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+        max_position_embeddings=positions, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id))
+
+
+def write_arc2face_layout(folder: Path) -> tuple[Path, Path]:
+    """Random Arc2Face weights in its published layout, at small widths: folder/weights/encoder (its CLIP text
+    model) and folder/weights/arc2face (its UNet, SD-1.5's tensor names), beside an SD-1.5 layout in folder/sd15
+    whose tokenizer holds `id` as one token. Returns (weights, sd15)."""
+    from diffusers import UNet2DConditionModel
+
+    base = write_sd_layout(folder / "sd15")
+    tokenizer = clip_tokenizer_with_id()
+    tokenizer.save_pretrained(base / "tokenizer")
+    weights = folder / "weights"
+    torch.manual_seed(1)
+    small_clip_text_model(tokenizer).save_pretrained(weights / "encoder")
+    UNet2DConditionModel.from_pretrained(base, subfolder="unet").save_pretrained(weights / "arc2face")
+    return weights, base
+
+
 @pytest.fixture(scope="session")
 def sd_layout_dir(tmp_path_factory) -> Path:
     return write_sd_layout(tmp_path_factory.mktemp("sd-layout"))

@@ -122,6 +122,15 @@ def test_bad_arguments_are_refused_before_loading(visible_folder, tmp_path, caps
     assert ("is a file, not a folder" in message) if bad[1] == "FILE" else ("must be at least 1, got 0" in message)
 
 
+def test_unknown_face_view_is_refused_before_the_models_load(visible_folder, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["synthesize", "faces", str(visible_folder), "--model", str(tmp_path / "no-model"), "--thermal-model",
+              str(tmp_path / "no-model"), "--out", str(tmp_path / "o"), "--views", "frontal", "sideways"])
+    assert stop.value.code != 0
+    message = capsys.readouterr().err
+    assert "views must be some of frontal, profile_left, profile_right" in message and "no-model" not in message
+
+
 def test_huge_image_is_refused_before_the_model_loads(tmp_path, capsys):
     """Over --max-pixels: a plain error with the size and the flag, before loading anything (the model named here
     does not exist); raising the limit gets past the check to the model."""

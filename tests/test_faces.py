@@ -112,28 +112,13 @@ def test_arc2face_layout_round_trips_and_conditions_the_unet(tmp_path):
     """Random models saved as Arc2Face publishes its weights (arc2face/ UNet, encoder/ CLIP, SD-1.5's tensor names at
     small widths) beside an SD-1.5 layout: load_arc2face reads every tensor back, and the injected identity reaches
     the UNet's output."""
-    from diffusers import UNet2DConditionModel
     from safetensors.torch import load_file
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     from thermosynth.models.identity import load_arc2face
 
-    from conftest import write_sd_layout
+    from conftest import write_arc2face_layout
 
-    base = write_sd_layout(tmp_path / "sd15")
-    vocab = byte_level_clip_vocab()
-    vocab["id</w>"] = len(vocab)
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=[("i", "d</w>")], model_max_length=77)
-    tokenizer.save_pretrained(base / "tokenizer")  # CLIP's real vocabulary holds `id` as one token
-    torch.manual_seed(1)
-    encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(vocab), hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-        max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id))
-    weights = tmp_path / "arc2face-weights"
-    encoder.save_pretrained(weights / "encoder")
-    UNet2DConditionModel.from_pretrained(base, subfolder="unet").save_pretrained(weights / "arc2face")
-
+    weights, base = write_arc2face_layout(tmp_path)
     parts = load_arc2face(str(weights), str(base))
     saved = load_file(weights / "encoder" / "model.safetensors")
     loaded = parts["text_encoder"].state_dict()

@@ -260,15 +260,16 @@ def cmd_generate(args: argparse.Namespace) -> None:
 def cmd_synthesize_faces(args: argparse.Namespace) -> None:
     from thermosynth.models.identity import make_identity_encoder
     from thermosynth.pipelines import PairedFacePipeline, load_face_pipeline, prepare_for_inference
-    from thermosynth.synthesize import read_people, synthesize_faces
+    from thermosynth.synthesize import check_views, read_people, synthesize_faces
 
     read_people(args.photos)  # bad input is said before the models load
+    views = check_views(args.views)
     out = Path(args.out)
     faces = prepare_for_inference(load_face_pipeline(args.model), args.device, args.scheduler, args.dtype)
     thermal = _load_pipeline(args.thermal_model, args.device, args.scheduler, args.dtype)
     encoder = make_identity_encoder(faces.config.identity_encoder, args.identity_model)
     counts = synthesize_faces(
-        PairedFacePipeline(faces, thermal, args.thermal_size), args.photos, out, encoder, views=tuple(args.views),
+        PairedFacePipeline(faces, thermal, args.thermal_size), args.photos, out, encoder, views=views,
         per_view=args.per_view, seed=args.seed, batch_size=args.batch_size, largest_face=args.largest_face,
         face_model=args.model, thermal_model=args.thermal_model, num_inference_steps=args.steps,
         guidance_scale=args.guidance, thermal_inference_steps=args.thermal_steps,
@@ -350,8 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training_arguments(faces)
     faces.add_argument("--identities", type=_positive_int, nargs=2, metavar=("FIRST", "LAST"),
                        help="train on these identities (default: CFP's 1-450; 451-500 are held out)")
-    faces.add_argument("--identity-encoder", choices=("sface", "dlib", "arcface"),
-                       help="whose identity vectors condition the generator (default: sface)")
+    faces.add_argument("--identity-encoder",  # checked by FaceTrainConfig, the one list of encoders
+                       help="whose identity vectors condition the generator: sface (default), dlib or arcface")
     faces.add_argument("--identity-model", help="with --identity-encoder arcface: the insightface ArcFace .onnx")
     faces.add_argument("--captions", help="a metadata.jsonl captioning every photo (default: the measured view)")
     faces.add_argument("--pose-loss-weight", type=float, help="weight of LaPIG's SSIM pose loss, Eq. 3 (0: off)")
@@ -366,8 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="visible-to-thermal model: a shipped name (v2t-roadscene) or a pipeline folder")
     faces.add_argument("--out", required=True, type=_output_folder,
                        help="data set folder (visible/, thermal/, metadata.jsonl); re-run to resume")
-    faces.add_argument("--views", nargs="+", default=["frontal", "profile_left", "profile_right"],
-                       choices=("frontal", "profile_left", "profile_right"))
+    faces.add_argument("--views", nargs="+",  # checked by synthesize_faces, the one list of views
+                       help="frontal, profile_left, profile_right (default: all three)")
     faces.add_argument("--per-view", type=_positive_int, default=1, help="pairs per person and view")
     faces.add_argument("--seed", type=int, default=0)
     faces.add_argument("--batch-size", type=_positive_int, default=8)

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from thermosynth import __version__
 from thermosynth.data.errors import DataError
-from thermosynth.data.faces import VIEWS, face_caption, view_from_landmarks
+from thermosynth.data.faces import VIEWS, face_caption, mean_identity, view_from_landmarks
 from thermosynth.data.images import atomic_write, list_images, read_visible
 from thermosynth.pipelines.faces import PairedFacePipeline
 
@@ -69,9 +69,7 @@ def person_vector(photos: list[Path], encoder, largest_face: bool) -> tuple[np.n
         found.append((face.vector, frontal))
     if not found:
         return None, problems
-    chosen = [v for v, frontal in found if frontal] or [v for v, _ in found]
-    total = np.sum(chosen, axis=0)
-    return (total / np.linalg.norm(total)).astype(np.float32), problems
+    return mean_identity([v for v, frontal in found if frontal] or [v for v, _ in found]), problems
 
 
 def _fingerprint(pipeline) -> str:
@@ -127,6 +125,15 @@ def _check_settings(out: Path, settings: dict) -> None:
     atomic_write(saved, lambda tmp: tmp.write_text(json.dumps(settings, indent=2) + "\n"))
 
 
+def check_views(views) -> tuple[str, ...]:
+    """The views asked for, checked against the generator's (data.faces.VIEWS); None means all of them."""
+    views = VIEWS if views is None else tuple(views)
+    unknown = sorted(set(views) - set(VIEWS))
+    if unknown or not views:
+        raise ValueError(f"views must be some of {', '.join(VIEWS)}, got {list(views)}")
+    return views
+
+
 def synthesize_faces(
     pipeline: PairedFacePipeline,
     photos: str | os.PathLike,
@@ -146,9 +153,7 @@ def synthesize_faces(
 ) -> dict[str, int]:
     """Write the paired data set into `out` (see the module's docstring); returns counts: written, already_done,
     people, skipped_people."""
-    unknown = sorted(set(views) - set(VIEWS))
-    if unknown or not views:
-        raise ValueError(f"views must be some of {', '.join(VIEWS)}, got {list(views)}")
+    views = check_views(views)
     if per_view < 1 or batch_size < 1:
         raise ValueError("per_view and batch_size must be at least 1")
     people = read_people(photos)

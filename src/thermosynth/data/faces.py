@@ -126,6 +126,13 @@ def read_cfp(root: str | Path, identities: range | None = None) -> list[FacePhot
     return photos
 
 
+def mean_identity(vectors) -> np.ndarray:
+    """A person's identity vector from several of their photos' unit vectors: the mean, renormalised to unit length
+    (the one convention for it: training's identity_vectors and `synthesize faces` both use it)."""
+    total = np.sum(np.asarray(vectors, dtype=np.float64), axis=0)
+    return (total / np.linalg.norm(total)).astype(np.float32)
+
+
 @dataclass
 class IdentityVectors:
     vectors: dict[int, np.ndarray]  # identity -> unit vector: the mean of its frontal photos' vectors, renormalised
@@ -151,7 +158,7 @@ def identity_vectors(photos: list[FacePhoto], encoder, cache: Path | None = None
             stored = load_file(str(cache))
             skipped = [(Path(p), reason) for p, reason in json.loads(meta["skipped"])]
             return IdentityVectors({int(k): v for k, v in stored.items()}, skipped, encoder.name)
-    sums: dict[int, np.ndarray] = {}
+    read: dict[int, list[np.ndarray]] = {}
     skipped = []
     for photo in tqdm(frontal, desc=f"identity vectors ({encoder.name})", leave=False):
         try:
@@ -159,8 +166,8 @@ def identity_vectors(photos: list[FacePhoto], encoder, cache: Path | None = None
         except DataError as error:
             skipped.append((photo.path, str(error)))
             continue
-        sums[photo.identity] = sums.get(photo.identity, 0) + vector
-    vectors = {identity: (total / np.linalg.norm(total)).astype(np.float32) for identity, total in sums.items()}
+        read.setdefault(photo.identity, []).append(vector)
+    vectors = {identity: mean_identity(found) for identity, found in read.items()}
     if cache is not None:
         meta = {"key": key, "skipped": json.dumps([(str(p), reason) for p, reason in skipped])}
         atomic_write(Path(cache), lambda tmp: save_file({str(k): v for k, v in vectors.items()}, str(tmp), meta))
