@@ -23,12 +23,12 @@ def face_pipeline():
     from thermosynth.models.configs import build_face_unet
     from thermosynth.models.text_encoders import load_text_encoder
     from thermosynth.pipelines import IdentityFacePipeline
-    from thermosynth.training.v2t import noise_schedule
+    from thermosynth.training.faces import pixel_noise_schedule
 
     tokenizer, text_encoder = load_text_encoder()
     torch.manual_seed(0)
-    unet = build_face_unet("tiny", text_encoder.config.hidden_size, len(VIEWS)).eval()
-    scheduler = DDIMScheduler.from_config(noise_schedule().config, timestep_spacing="trailing")
+    unet = build_face_unet("tiny", text_encoder.config.hidden_size, len(VIEWS), 16).eval()
+    scheduler = DDIMScheduler.from_config(pixel_noise_schedule().config, timestep_spacing="trailing")
     pipeline = IdentityFacePipeline(unet, scheduler, text_encoder, tokenizer, image_size=32, identity_dim=16)
     pipeline.set_progress_bar_config(disable=True)
     return pipeline
@@ -69,39 +69,50 @@ def test_face_pipeline_conditions_on_identity_and_view_and_round_trips(face_pipe
         face_pipeline(identity, ["frontal"] * 3)
 
 
+def test_identity_and_view_reach_the_time_embedding(face_pipeline):
+    """thermosynth's face UNet takes [identity vector, view one-hot] as class labels, and they move its prediction
+    with the cross-attention states held fixed; UNets with view classes take indices; Arc2Face's UNet takes none."""
+    from types import SimpleNamespace
+
+    from thermosynth.pipelines.faces import face_class_labels
+
+    identity = torch.randn(2, 16)
+    labels = face_class_labels(face_pipeline.unet.config, identity, ["profile_right", "frontal"])
+    assert torch.equal(labels[:, :16], identity)
+    assert torch.equal(labels[:, 16:], torch.tensor([[0.0, 0, 1], [1, 0, 0]]))
+    unet, sample, states = face_pipeline.unet, torch.randn(2, 3, 32, 32), torch.randn(2, 5, 384)
+    with torch.no_grad():
+        made = [unet(sample, 500, encoder_hidden_states=states,
+                     class_labels=face_class_labels(unet.config, v, ["frontal"] * 2)).sample
+                for v in (identity, -identity)]
+    assert not torch.allclose(made[0], made[1])
+    classes = SimpleNamespace(class_embed_type=None, num_class_embeds=3)
+    assert face_class_labels(classes, identity, ["profile_left", "frontal"]).tolist() == [1, 0]
+    assert face_class_labels(SimpleNamespace(class_embed_type=None, num_class_embeds=None), identity,
+                             ["frontal"] * 2) is None
+    with pytest.raises(ValueError, match="unknown view"):
+        face_class_labels(classes, identity, ["frontal", "sideways"])
+
+
 def test_arc2face_and_longclip_weights_run_in_the_face_pipeline(tmp_path):
     """Arc2Face's layout (random weights at small widths) with a LongCLIP caption encoder (transformers' layout, 248
     positions) drives IdentityFacePipeline in latent space, as LaPIG combines them: no view classes, so the view
     reaches the UNet in the caption, and a caption past CLIP's 77 tokens is read whole."""
     import warnings
 
-    from diffusers import DDIMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from diffusers import DDIMScheduler
 
     from thermosynth.models.identity import load_arc2face
     from thermosynth.models.text_encoders import PromptTruncatedWarning
     from thermosynth.pipelines import IdentityFacePipeline
 
-    from conftest import byte_level_clip_vocab, write_sd_layout
+    from conftest import clip_tokenizer_with_id, small_clip_text_model, write_arc2face_layout
 
-    base = write_sd_layout(tmp_path / "sd15")
-    vocab = byte_level_clip_vocab()
-    vocab["id</w>"] = len(vocab)
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=[("i", "d</w>")], model_max_length=77)
-    tokenizer.save_pretrained(base / "tokenizer")
-    torch.manual_seed(1)
-    CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(vocab), hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-        max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id)).save_pretrained(tmp_path / "arc2face" / "encoder")
-    UNet2DConditionModel.from_pretrained(base, subfolder="unet").save_pretrained(tmp_path / "arc2face" / "arc2face")
-    long_tokenizer = CLIPTokenizer(vocab=vocab, merges=[("i", "d</w>")], model_max_length=248)
+    weights, base = write_arc2face_layout(tmp_path)
+    long_tokenizer = clip_tokenizer_with_id(max_length=248)
     long_tokenizer.save_pretrained(tmp_path / "longclip")
-    CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(vocab), hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-        max_position_embeddings=248, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id)).save_pretrained(tmp_path / "longclip")
-    parts = load_arc2face(str(tmp_path / "arc2face"), str(base), long_clip=str(tmp_path / "longclip"))
+    small_clip_text_model(long_tokenizer, positions=248).save_pretrained(tmp_path / "longclip")
+    parts = load_arc2face(str(weights), str(base), long_clip=str(tmp_path / "longclip"))
     assert parts["caption_encoder"].config.max_position_embeddings == 248
     pipeline = IdentityFacePipeline(**{**parts, "scheduler": DDIMScheduler.from_config(parts["scheduler"].config)},
                                     image_size=64, identity_dim=16)

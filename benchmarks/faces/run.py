@@ -5,9 +5,10 @@
     python benchmarks/faces/run.py ../shared/data/cfp runs/faces-cfp benchmarks/faces --look runs/faces-look
 
 The generator is trained on CFP identities 1-450 (SFace vectors). For each of identities 451-500 it gets the SFace
-vector of ONE frontal photo (the first one SFace reads) and makes a frontal, a left-profile and a right-profile
-face. dlib's face recogniser, trained apart from SFace, then verifies each generated face against the person's
-other real frontal photos (the gallery: every real frontal photo of identities 451-500 but the conditioning one):
+vector of ONE frontal photo (the first one SFace reads) and makes frontal, left-profile and right-profile faces
+(--per-view of each, from different noise). dlib's face recogniser, trained apart from SFace, then verifies each
+generated face against the person's other real frontal photos (the gallery: every real frontal photo of identities
+451-500 but the conditioning one):
 
 - VR at FAR 1% and 0.1%: thresholds set on impostor pairs (a probe against other people's gallery photos), VR the
   share of genuine pairs above them; Rank-1: the nearest gallery photo is the person's own.
@@ -122,6 +123,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scheduler", default="ddim", choices=("ddim", "dpm++"))
     parser.add_argument("--batch-size", type=int, default=30)
+    parser.add_argument("--per-view", type=int, default=1, help="faces per person and view")
     parser.add_argument("--look", help="a folder outside the repository for a grid beside the real photos")
     args = parser.parse_args()
     from thermosynth.data.faces import read_cfp
@@ -139,11 +141,18 @@ def main() -> None:
     print(f"{len(identities)} of {len(HELD_OUT)} held-out identities have a frontal photo SFace reads", flush=True)
 
     # Probes: per identity, one face per view, with its vector and with the vector zeroed.
-    probe_ids = np.repeat(identities, len(VIEWS))
-    views = [v for _ in identities for v in VIEWS]
+    probe_ids = np.repeat(identities, len(VIEWS) * args.per_view)
+    views = [v for _ in identities for v in VIEWS for _ in range(args.per_view)]
     vectors = np.stack([chosen[i][1] for i in probe_ids])
     generated = generate(pipeline, vectors, views, args.steps, args.guidance, args.seed, args.batch_size)
     control = generate(pipeline, np.zeros_like(vectors), views, args.steps, args.guidance, args.seed, args.batch_size)
+
+    # How far the identity moves the generator: mean absolute pixel difference (0..255) from the zero-identity face
+    # made from the same noise, per view.
+    moved = {view: float(np.mean([np.abs(np.asarray(g, np.float32) - np.asarray(c, np.float32)).mean()
+                                  for g, c, v in zip(generated, control, views, strict=True) if v == view]))
+             for view in VIEWS}
+    print("mean |generated - zero identity| (0..255):", {k: round(v, 1) for k, v in moved.items()}, flush=True)
 
     dlib = make_identity_encoder("dlib")
     gallery_photos = [p for p in photos if p.view == "frontal" and p.identity in chosen
@@ -171,18 +180,21 @@ def main() -> None:
     summary = {
         "results": results,
         "held_out_identities": len(identities),
+        "identity_moves_pixels": moved,
         "training": {"identities": config["identities"], "steps": config["steps"], "batch_size": config["batch_size"],
                      "architecture": config["architecture"], "image_size": config["image_size"],
                      "minutes": round(training_s / 60, 1), "pose_loss_weight": config["pose_loss_weight"]},
-        "sampling": {"steps": args.steps, "guidance": args.guidance, "seed": args.seed, "scheduler": args.scheduler},
+        "sampling": {"per_view": args.per_view, "steps": args.steps, "guidance": args.guidance, "seed": args.seed,
+                     "scheduler": args.scheduler},
         "evaluation_minutes": round(seconds / 60, 1),
         "hardware": f"{cpu_name()}, {torch.get_num_threads()} threads, no GPU",
         "command": "python " + " ".join(sys.argv),
     }
     (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
 
-    rows = [[np.asarray(generated[k * len(VIEWS) + j]) for j in range(len(VIEWS))]
-            + [np.asarray(control[k * len(VIEWS)])] for k in range(min(10, len(identities)))]
+    first = len(VIEWS) * args.per_view  # probes per person; the grid shows each view's first
+    rows = [[np.asarray(generated[k * first + j * args.per_view]) for j in range(len(VIEWS))]
+            + [np.asarray(control[k * first])] for k in range(min(10, len(identities)))]
     image_grid(rows).save(out / "grid.png")
     if args.look:
         look = Path(args.look)

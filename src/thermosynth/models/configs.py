@@ -130,10 +130,12 @@ def build_t2ir_unet(name: str, cross_attention_dim: int, latent_channels: int = 
 
 
 # LaPIG's identity-conditioned face generator, here in pixel space at 64 px (training/faces.py says why). Cross-
-# attention only at 16 and 8 px, where it is cheap: at 32 px self-attention made a step ten times slower on 2 cores.
-# The UNet also pools the condition's token states into its time embedding (diffusers' addition_embed_type "text",
-# as unCLIP does): after 600 CPU steps with cross-attention alone its output moved by 0.1% between identities.
-FACE_CONDITION = dict(addition_embed_type="text", addition_embed_type_num_heads=8)
+# attention only at 16 and 8 px, where it is cheap: at 32 px self-attention made a step four to ten times slower on 2
+# cores. Besides Arc2Face's cross-attention to the identity prompt, the identity vector itself (with the view, one-hot)
+# reaches every ResNet block through the time embedding: diffusers' class_embed_type "projection" (an MLP, as
+# unCLIP's image embedding does). With cross-attention alone the UNet's output moved by 0.1% between identities after
+# 600 CPU steps; pooling the prompt's token states into the time embedding instead raised that only to 0.3-0.5%.
+FACE_CONDITION = dict(class_embed_type="projection")
 FACE_UNET_ARCHITECTURES: dict[str, dict] = {
     "tiny": dict(
         block_out_channels=(32, 64),
@@ -143,7 +145,7 @@ FACE_UNET_ARCHITECTURES: dict[str, dict] = {
         norm_num_groups=16,
         attention_head_dim=8,
     ),
-    # 17.5M parameters at MiniLM's 384-d states: 2.6-2.8 s per step of 16 64-px faces on 2 CPU cores (training).
+    # 17.0M parameters at MiniLM's 384-d states, 128-d SFace vectors: 2.1 s per step of 16 64-px faces on 2 CPU cores.
     "small": dict(
         block_out_channels=(32, 64, 128, 256),
         down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
@@ -155,12 +157,12 @@ FACE_UNET_ARCHITECTURES: dict[str, dict] = {
 }
 
 
-def build_face_unet(name: str, cross_attention_dim: int, views: int, image_channels: int = 3):
-    """The face denoiser: RGB pixels, conditioned on identity and caption token states by cross-attention and on the
-    view by a class embedding (one class per view)."""
+def build_face_unet(name: str, cross_attention_dim: int, views: int, identity_dim: int, image_channels: int = 3):
+    """The face denoiser: RGB pixels, conditioned on identity and caption token states by cross-attention, and on the
+    identity vector and the view (pipelines.faces.face_class_labels) through the time embedding."""
     from diffusers import UNet2DConditionModel
 
     arch = _lookup(FACE_UNET_ARCHITECTURES, name, "face UNet")
     return UNet2DConditionModel(in_channels=image_channels, out_channels=image_channels,
-                                cross_attention_dim=cross_attention_dim, num_class_embeds=views, **FACE_CONDITION,
-                                **arch)
+                                cross_attention_dim=cross_attention_dim, **FACE_CONDITION,
+                                projection_class_embeddings_input_dim=identity_dim + views, **arch)

@@ -35,6 +35,21 @@ def join_condition(identity_states: torch.Tensor, caption_states: torch.Tensor,
     return states, mask
 
 
+def face_class_labels(unet_config, identity: torch.Tensor, views: list[str]) -> torch.Tensor | None:
+    """The face UNet's class labels for identity vectors (B, d) in `views`: thermosynth's UNets (class_embed_type
+    "projection") take the vector and the view one-hot side by side, (B, d + 3); UNets with view classes (B,) class
+    indices; UNets without either (Arc2Face's) None: the view reaches them by the caption."""
+    unknown = sorted(set(views) - set(VIEWS))
+    if unknown:
+        raise ValueError(f"unknown view(s) {unknown}; choose from {', '.join(VIEWS)}")
+    index = torch.tensor([VIEW_INDEX[v] for v in views], device=identity.device)
+    if unet_config.class_embed_type == "projection":
+        return torch.cat([identity, torch.nn.functional.one_hot(index, len(VIEWS)).to(identity.dtype)], dim=1)
+    if unet_config.num_class_embeds is not None:
+        return index
+    return None
+
+
 class IdentityFacePipeline(DiffusionPipeline):
     """Visible face photos of a person from their identity vector (Arc2Face's injection, as LaPIG uses it), a view
     and a caption.
@@ -42,9 +57,10 @@ class IdentityFacePipeline(DiffusionPipeline):
     The UNet cross-attends to two token sequences side by side: `photo of a id person` with the identity vector in
     place of the `id` token's embedding (models.identity.IdentityInjection), and the caption, read by
     `caption_encoder` (LaPIG: LongCLIP) or, without one, by the same text encoder (thermosynth's models: MiniLM). The
-    view is the UNet's class label where it has view classes. Without a `vae` the UNet denoises pixels
-    (thermosynth's own face models); with one, latents (Arc2Face / SD-1.5 weights). Classifier-free guidance
-    contrasts with the zero identity and the empty caption, as dropped in training.
+    identity vector and the view also reach the UNet as its class labels where it takes them (face_class_labels).
+    Without a `vae` the UNet denoises pixels (thermosynth's own face models); with one, latents (Arc2Face / SD-1.5
+    weights). Classifier-free guidance contrasts with the zero identity and the empty caption, as dropped in
+    training.
     """
 
     model_cpu_offload_seq = "text_encoder->caption_encoder->unet->vae"
@@ -70,14 +86,6 @@ class IdentityFacePipeline(DiffusionPipeline):
         else:
             caption = encode_prompts(self.tokenizer, self.text_encoder, captions)
         return join_condition(identity_states, *caption)
-
-    def _class_labels(self, views: list[str]) -> torch.Tensor | None:
-        unknown = sorted(set(views) - set(VIEWS))
-        if unknown:
-            raise ValueError(f"unknown view(s) {unknown}; choose from {', '.join(VIEWS)}")
-        if self.unet.config.num_class_embeds is None:  # e.g. Arc2Face's UNet: the view reaches it by the caption
-            return None
-        return torch.tensor([VIEW_INDEX[v] for v in views], device=self._execution_device)
 
     @torch.no_grad()
     def __call__(
@@ -109,7 +117,6 @@ class IdentityFacePipeline(DiffusionPipeline):
                              f"({self.config.identity_encoder}'s), got {tuple(identity.shape)}")
         batch = identity.shape[0]
         views = _as_list(view, batch, "view")
-        class_labels = self._class_labels(views)
         captions = [c if c is not None else face_caption(v)
                     for c, v in zip(_as_list(caption, batch, "caption"), views, strict=True)]
 
@@ -118,7 +125,8 @@ class IdentityFacePipeline(DiffusionPipeline):
         if do_guidance:
             identity = torch.cat([identity, torch.zeros_like(identity)])
             captions = captions + [""] * batch
-            class_labels = None if class_labels is None else torch.cat([class_labels, class_labels])
+        class_labels = face_class_labels(self.unet.config, identity.to(self._execution_device, self.unet.dtype),
+                                         views * (2 if do_guidance else 1))
         states, mask = self.encode_condition(identity, captions)
         states = states.to(self._execution_device, self.unet.dtype)
         mask = mask.to(self._execution_device)

@@ -2,11 +2,11 @@
 
 The UNet denoises 64-px face photos in pixel space, cross-attending to Arc2Face's identity prompt (`photo of a id
 person`, the `id` token's embedding replaced by the person's SFace vector) beside the photo's caption, both read by
-the frozen MiniLM text encoder, and pools those token states into its time embedding too (models/configs.py says
-why); the view (frontal, left or right profile) is its class label. Why pixels at 64 px:
-a whole face fits in the UNet's view, nothing has to be learnt first (thermosynth's autoencoders were trained on
-road scenes, not faces), and a 17.5M UNet takes 2.6-2.8 s a step of 16 faces on 2 CPU cores: an hour made
-1,229 steps (3 passes over the 6,300 photos of CFP's 450 training identities). Identity and caption are
+the frozen MiniLM text encoder; the SFace vector and the view (frontal, left or right profile, one-hot) also reach
+it through its time embedding (face_class_labels; models/configs.py says why). Why pixels at 64 px: a whole face
+fits in the UNet's view, nothing has to be learnt first (thermosynth's autoencoders were trained on road scenes, not
+faces), and a 17.0M UNet takes 2.1-2.8 s a step of 16 faces on 2 CPU cores: about 1,300 steps an hour (3 passes
+over the 6,300 photos of CFP's 450 training identities). Identity and caption are
 dropped together (`condition_dropout`) so that classifier-free guidance contrasts with no one in particular.
 
 LaPIG Eq. 3, the SSIM pose loss, pulls each generated view towards the pose of its reference photo:
@@ -37,16 +37,24 @@ from thermosynth.distributed import process_state
 from thermosynth.models.configs import build_face_unet
 from thermosynth.models.identity import IdentityInjection, make_identity_encoder
 from thermosynth.models.text_encoders import TextStateCache, hidden_size, load_text_encoder
-from thermosynth.pipelines.faces import IdentityFacePipeline, join_condition
+from thermosynth.pipelines.faces import IdentityFacePipeline, face_class_labels, join_condition
 from thermosynth.render import image_grid, tensor_to_rgb
 from thermosynth.training.config import FaceTrainConfig
 from thermosynth.training.loop import TrainingTask, train_with
 from thermosynth.training.t2ir import predicted_x0_latent
-from thermosynth.training.v2t import noise_schedule
 
 logger = logging.getLogger(__name__)
 
 IDENTITY_CACHE = "identity_vectors.safetensors"  # in the run folder: the encoder reads each photo once per run
+
+
+def pixel_noise_schedule(num_train_timesteps: int = 1000) -> DDPMScheduler:
+    """The training schedule for faces in pixels: improved DDPM's cosine betas (Nichol & Dhariwal 2021), whose last
+    step leaves no image behind, and x0 clipped to the pixel range when sampling. SD-1.5's scaled-linear betas, made
+    for latents, leave 7% of the image at t=999: sampling from pure noise then drifts into colour casts, which the
+    first face models showed (green, magenta faces), and too few steps are noisy enough to decide a face's layout."""
+    return DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule="squaredcos_cap_v2",
+                         prediction_type="epsilon", clip_sample=True, clip_sample_range=1.0)
 
 
 def pose_loss(reference: torch.Tensor, generated: torch.Tensor) -> torch.Tensor:
@@ -65,14 +73,14 @@ def compute_loss(unet: UNet2DConditionModel, batch: dict[str, torch.Tensor], sch
                  generator: torch.Generator, pose_loss_weight: float, pose_t_max: int):
     """Epsilon-MSE, plus the pose loss on the predicted clean faces of the samples with t <= pose_t_max.
 
-    batch: images (B, 3, S, S) in [-1, 1], views (B,), states (B, L, D), mask (B, L)."""
+    batch: images (B, 3, S, S) in [-1, 1], class_labels (face_class_labels), states (B, L, D), mask (B, L)."""
     images = batch["images"]
     size = images.shape[0]
     noise = randn_tensor(images.shape, generator=generator, device=images.device, dtype=images.dtype)
     timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (size,), generator=generator).to(images.device)
     noisy = scheduler.add_noise(images, noise, timesteps)
     eps = unet(noisy, timesteps, encoder_hidden_states=batch["states"], encoder_attention_mask=batch["mask"],
-               class_labels=batch["views"]).sample
+               class_labels=batch["class_labels"]).sample
     eps_loss = F.mse_loss(eps.float(), noise.float())
     extras = {"eps_mse": eps_loss.item()}
     selected = timesteps <= pose_t_max
@@ -119,9 +127,9 @@ def build_task(config: FaceTrainConfig) -> TrainingTask:
         identity_states = torch.cat([injection(v[None]).cpu() for v in faces.vectors]).float()
         no_identity = injection(torch.zeros(1, faces.vectors.shape[1])).cpu().float()
     caption_states = TextStateCache(tokenizer, text_encoder, ["", *(captions or map(face_caption, VIEWS))])
-    scheduler = noise_schedule(config.num_train_timesteps)
+    scheduler = pixel_noise_schedule(config.num_train_timesteps)
     torch.manual_seed(config.seed)
-    unet = build_face_unet(config.architecture, hidden_size(text_encoder), len(VIEWS))
+    unet = build_face_unet(config.architecture, hidden_size(text_encoder), len(VIEWS), faces.vectors.shape[1])
 
     def draw_batch(generator):
         batch = faces.sample(config.batch_size, generator)
@@ -131,7 +139,9 @@ def build_task(config: FaceTrainConfig) -> TrainingTask:
                  for i, v in zip(batch["indices"].tolist(), batch["views"].tolist(), strict=True)]
         text_states, text_mask = caption_states(["" if d else t for t, d in zip(texts, dropped.tolist(), strict=True)])
         states, mask = join_condition(states, text_states, text_mask)
-        return {"images": batch["images"], "views": batch["views"], "states": states, "mask": mask}
+        vectors = torch.where(dropped[:, None], 0.0, batch["identity_vectors"])  # dropped with the prompt
+        labels = face_class_labels(unet.config, vectors, [VIEWS[v] for v in batch["views"].tolist()])
+        return {"images": batch["images"], "class_labels": labels, "states": states, "mask": mask}
 
     def loss(model, batch, generator):
         return compute_loss(model, batch, scheduler, generator, config.pose_loss_weight, config.pose_t_max)
