@@ -135,7 +135,6 @@ def build_t2ir_unet(name: str, cross_attention_dim: int, latent_channels: int = 
 # reaches every ResNet block through the time embedding: diffusers' class_embed_type "projection" (an MLP, as
 # unCLIP's image embedding does). With cross-attention alone the UNet's output moved by 0.1% between identities after
 # 600 CPU steps; pooling the prompt's token states into the time embedding instead raised that only to 0.3-0.5%.
-FACE_CONDITION = dict(class_embed_type="projection")
 FACE_UNET_ARCHITECTURES: dict[str, dict] = {
     "tiny": dict(
         block_out_channels=(32, 64),
@@ -164,5 +163,5 @@ def build_face_unet(name: str, cross_attention_dim: int, views: int, identity_di
 
     arch = _lookup(FACE_UNET_ARCHITECTURES, name, "face UNet")
     return UNet2DConditionModel(in_channels=image_channels, out_channels=image_channels,
-                                cross_attention_dim=cross_attention_dim, **FACE_CONDITION,
+                                cross_attention_dim=cross_attention_dim, class_embed_type="projection",
                                 projection_class_embeddings_input_dim=identity_dim + views, **arch)

@@ -5,8 +5,8 @@ person`, the `id` token's embedding replaced by the person's SFace vector) besid
 the frozen MiniLM text encoder; the SFace vector and the view (frontal, left or right profile, one-hot) also reach
 it through its time embedding (face_class_labels; models/configs.py says why). Why pixels at 64 px: a whole face
 fits in the UNet's view, nothing has to be learnt first (thermosynth's autoencoders were trained on road scenes, not
-faces), and a 17.0M UNet takes 2.1-2.8 s a step of 16 faces on 2 CPU cores: about 1,300 steps an hour (3 passes
-over the 6,300 photos of CFP's 450 training identities). Identity and caption are
+faces), and a 17.0M UNet takes 2.1 s a step of 16 faces on 2 CPU cores alone, 2.9 s as a whole training step: an
+hour made 1,251 steps (3 passes over the 6,300 photos of CFP's 450 training identities). Identity and caption are
 dropped together (`condition_dropout`) so that classifier-free guidance contrasts with no one in particular.
 
 LaPIG Eq. 3, the SSIM pose loss, pulls each generated view towards the pose of its reference photo:
