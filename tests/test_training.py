@@ -222,6 +222,22 @@ def test_v_prediction_loss_targets_the_velocity(tiny_pipeline):
     assert loss_eps.item() > 0.1
 
 
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_predicted_x0_inverts_the_noising_for_either_target(prediction_type):
+    """A UNet that predicts its target exactly (noise, or velocity) implies the clean image it was noised from, at
+    every step but the last (pure noise, where nothing of x0 is left to recover)."""
+    from thermosynth.training.faces import pixel_noise_schedule
+    from thermosynth.training.v2t import predicted_x0, prediction_target
+
+    for scheduler in (noise_schedule(prediction_type=prediction_type), pixel_noise_schedule()):
+        scheduler.register_to_config(prediction_type=prediction_type)
+        clean, noise = torch.rand(4, 3, 8, 8) * 2 - 1, torch.randn(4, 3, 8, 8, dtype=torch.float64).float()
+        timesteps = torch.tensor([0, 300, 700, 990])
+        noisy = scheduler.add_noise(clean, noise, timesteps)
+        target = prediction_target(scheduler, clean, noise, timesteps)
+        assert torch.equal(target, noise) == (prediction_type == "epsilon")
+        assert torch.allclose(predicted_x0(noisy, target, timesteps, scheduler), clean, atol=2e-3)
+
 
 def test_non_finite_loss_stops_with_the_step_and_exports_nothing(trained, tmp_path):
     config = make_config("v2t", "tiny", output_dir=str(tmp_path / "nan"), data=trained["v2t_config"].data,

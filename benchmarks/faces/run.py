@@ -23,6 +23,9 @@ faces down to ~80 px, ~40 px with the one upsampling the encoder does). Writes r
 (generated faces only, one row a held-out person: frontal, left profile, right profile, then the zero-identity
 frontal; CFP's photos are never copied into the repository) into OUT, and prints the table RESULTS.md quotes; with
 --look, the same grid beside each person's conditioning photo goes there, outside the repository, to look at.
+
+`--identities 1 50` runs the same measurement on training people instead (a diagnostic, not the protocol: their
+gallery photos were trained on): whether the generator learnt who its own training people are at all.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ from thermosynth.models.identity import make_identity_encoder
 from thermosynth.pipelines import load_face_pipeline, prepare_for_inference
 from thermosynth.render import image_grid
 
-HELD_OUT = range(451, 501)
+HELD_OUT = (451, 500)  # CFP identities the generator never saw (it trains on 1-450)
 VIEWS = ("frontal", "profile_left", "profile_right")
 DLIB_SIZE = 128
 
@@ -125,6 +128,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=30)
     parser.add_argument("--per-view", type=int, default=1, help="faces per person and view")
     parser.add_argument("--look", help="a folder outside the repository for a grid beside the real photos")
+    parser.add_argument("--identities", type=int, nargs=2, default=HELD_OUT, metavar=("FIRST", "LAST"),
+                        help="the CFP identities measured (default: the held-out %(default)s)")
     args = parser.parse_args()
     from thermosynth.data.faces import read_cfp
 
@@ -134,11 +139,12 @@ def main() -> None:
     config = json.loads((run / "config.json").read_text())
     trained = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     pipeline = prepare_for_inference(load_face_pipeline(str(run / "pipeline")), "cpu", args.scheduler)
-    photos = read_cfp(args.cfp, HELD_OUT)
+    first, last = args.identities
+    photos = read_cfp(args.cfp, range(first, last + 1))
     sface = make_identity_encoder(pipeline.config.identity_encoder)
     chosen = conditioning_photos(photos, sface)
     identities = sorted(chosen)
-    print(f"{len(identities)} of {len(HELD_OUT)} held-out identities have a frontal photo SFace reads", flush=True)
+    print(f"{len(identities)} of identities {first}-{last} have a frontal photo SFace reads", flush=True)
 
     # Probes: per identity, one face per view, with its vector and with the vector zeroed.
     probe_ids = np.repeat(identities, len(VIEWS) * args.per_view)
@@ -179,7 +185,8 @@ def main() -> None:
     training_s = max((m.get("elapsed_s", 0) for m in trained), default=0)
     summary = {
         "results": results,
-        "held_out_identities": len(identities),
+        "measured_identities": [first, last],
+        "identities_with_a_vector": len(identities),
         "identity_moves_pixels": moved,
         "training": {"identities": config["identities"], "steps": config["steps"], "batch_size": config["batch_size"],
                      "architecture": config["architecture"], "image_size": config["image_size"],

@@ -258,9 +258,10 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
 
 def cmd_synthesize_faces(args: argparse.Namespace) -> None:
+    from thermosynth.data.faces import check_views
     from thermosynth.models.identity import make_identity_encoder
     from thermosynth.pipelines import PairedFacePipeline, load_face_pipeline, prepare_for_inference
-    from thermosynth.synthesize import check_views, read_people, synthesize_faces
+    from thermosynth.synthesize import read_people, synthesize_faces
 
     read_people(args.photos)  # bad input is said before the models load
     views = check_views(args.views)

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from thermosynth import __version__
 from thermosynth.data.errors import DataError
-from thermosynth.data.faces import VIEWS, face_caption, mean_identity, view_from_landmarks
+from thermosynth.data.faces import VIEWS, check_views, face_caption, mean_identity, view_from_landmarks
 from thermosynth.data.images import atomic_write, list_images, read_visible
 from thermosynth.pipelines.faces import PairedFacePipeline
 
@@ -123,15 +123,6 @@ def _check_settings(out: Path, settings: dict) -> None:
             raise ValueError(f"{out} holds a data set made with other settings ({', '.join(changed)} differ). Use a "
                              "new --out folder, or repeat the original command to resume it.")
     atomic_write(saved, lambda tmp: tmp.write_text(json.dumps(settings, indent=2) + "\n"))
-
-
-def check_views(views) -> tuple[str, ...]:
-    """The views asked for, checked against the generator's (data.faces.VIEWS); None means all of them."""
-    views = VIEWS if views is None else tuple(views)
-    unknown = sorted(set(views) - set(VIEWS))
-    if unknown or not views:
-        raise ValueError(f"views must be some of {', '.join(VIEWS)}, got {list(views)}")
-    return views
 
 
 def synthesize_faces(

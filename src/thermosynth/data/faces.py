@@ -40,10 +40,18 @@ VIEW_WORDS = {"frontal": "frontal view", "profile_left": "profile view, facing l
               "profile_right": "profile view, facing right"}
 
 
+def check_views(views) -> tuple[str, ...]:
+    """The views asked for, checked against the generator's (VIEWS); None means all of them."""
+    views = VIEWS if views is None else tuple(views)
+    unknown = sorted(set(views) - set(VIEWS))
+    if unknown or not views:
+        raise ValueError(f"unknown view(s) {unknown or 'none given'}: views must be some of {', '.join(VIEWS)}")
+    return views
+
+
 def face_caption(view: str) -> str:
     """The caption thermosynth can write of a face photo without a VLM: what it measured, the view."""
-    if view not in VIEW_WORDS:
-        raise ValueError(f"unknown view {view!r}; choose one of {', '.join(VIEWS)}")
+    check_views([view])
     return f"a photo of a face, {VIEW_WORDS[view]}"
 
 

@@ -10,7 +10,7 @@ from diffusers.image_processor import VaeImageProcessor
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from thermosynth.data.faces import VIEW_INDEX, VIEWS, face_caption
+from thermosynth.data.faces import VIEW_INDEX, VIEWS, check_views, face_caption
 from thermosynth.models.identity import ID_PROMPT, IdentityInjection
 from thermosynth.models.text_encoders import encode_prompts
 from thermosynth.pipelines.common import check_output_type, sampling_settings
@@ -39,9 +39,7 @@ def face_class_labels(unet_config, identity: torch.Tensor, views: list[str]) -> 
     """The face UNet's class labels for identity vectors (B, d) in `views`: thermosynth's UNets (class_embed_type
     "projection") take the vector and the view one-hot side by side, (B, d + 3); UNets with view classes (B,) class
     indices; UNets without either (Arc2Face's) None: the view reaches them by the caption."""
-    unknown = sorted(set(views) - set(VIEWS))
-    if unknown:
-        raise ValueError(f"unknown view(s) {unknown}; choose from {', '.join(VIEWS)}")
+    check_views(views)
     index = torch.tensor([VIEW_INDEX[v] for v in views], device=identity.device)
     if unet_config.class_embed_type == "projection":
         return torch.cat([identity, torch.nn.functional.one_hot(index, len(VIEWS)).to(identity.dtype)], dim=1)

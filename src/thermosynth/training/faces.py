@@ -5,8 +5,8 @@ person`, the `id` token's embedding replaced by the person's SFace vector) besid
 the frozen MiniLM text encoder; the SFace vector and the view (frontal, left or right profile, one-hot) also reach
 it through its time embedding (face_class_labels; models/configs.py says why). Why pixels at 64 px: a whole face
 fits in the UNet's view, nothing has to be learnt first (thermosynth's autoencoders were trained on road scenes, not
-faces), and a 17.0M UNet takes 2.1 s a step of 16 faces on 2 CPU cores alone, 2.9 s as a whole training step: an
-hour made 1,251 steps (3 passes over the 6,300 photos of CFP's 450 training identities). Identity and caption are
+faces), and a 17.0M UNet takes 2.1 s a step of 16 faces on 2 CPU cores alone, 2.7-2.9 s as a whole training step:
+an hour made 1,327 steps (3.4 passes over the 6,300 photos of CFP's 450 training identities). Identity and caption are
 dropped together (`condition_dropout`) so that classifier-free guidance contrasts with no one in particular.
 
 LaPIG Eq. 3, the SSIM pose loss, pulls each generated view towards the pose of its reference photo:
@@ -14,7 +14,7 @@ LaPIG Eq. 3, the SSIM pose loss, pulls each generated view towards the pose of i
     L_pose = - sum_i SSIM(pose_i, generated pose_i)      over the reference poses i (LaPIG uses 4)
 
 Here (`pose_loss_weight`) it compares each training photo with the clean image the UNet predicts from it,
-x0_hat = (x_t - sqrt(1 - abar_t) eps_hat) / sqrt(abar_t), for t <= pose_t_max, divided by the batch size.
+x0_hat (training/v2t.py's predicted_x0), for t <= pose_t_max, divided by the batch size.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from thermosynth.pipelines.faces import IdentityFacePipeline, face_class_labels,
 from thermosynth.render import image_grid, tensor_to_rgb
 from thermosynth.training.config import FaceTrainConfig
 from thermosynth.training.loop import TrainingTask, train_with
-from thermosynth.training.t2ir import predicted_x0_latent
+from thermosynth.training.v2t import predicted_x0, prediction_target
 
 logger = logging.getLogger(__name__)
 
@@ -50,11 +50,15 @@ IDENTITY_CACHE = "identity_vectors.safetensors"  # in the run folder: the encode
 
 def pixel_noise_schedule(num_train_timesteps: int = 1000) -> DDPMScheduler:
     """The training schedule for faces in pixels: improved DDPM's cosine betas (Nichol & Dhariwal 2021), whose last
-    step leaves no image behind, and x0 clipped to the pixel range when sampling. SD-1.5's scaled-linear betas, made
-    for latents, leave 7% of the image at t=999: sampling from pure noise then drifts into colour casts, which the
-    first face models showed (green, magenta faces), and too few steps are noisy enough to decide a face's layout."""
+    step leaves no image behind, x0 clipped to the pixel range when sampling, and velocity prediction. SD-1.5's
+    scaled-linear betas, made for latents, leave 7% of the image at t=999: sampling from pure noise then drifts into
+    colour casts, which the first face models showed (green, magenta faces). Why velocity: the noise loss weighs an
+    error in x0_hat by the signal-to-noise ratio, abar / (1 - abar), which vanishes at the noisy steps where a face's
+    layout, and so who it is, gets decided; the velocity loss weighs it by SNR + 1 (Salimans & Ho 2022), so the
+    identity pays there. With noise prediction an hour on CPU taught a face but no one in particular
+    (benchmarks/faces/RESULTS.md)."""
     return DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule="squaredcos_cap_v2",
-                         prediction_type="epsilon", clip_sample=True, clip_sample_range=1.0)
+                         prediction_type="v_prediction", clip_sample=True, clip_sample_range=1.0)
 
 
 def pose_loss(reference: torch.Tensor, generated: torch.Tensor) -> torch.Tensor:
@@ -71,7 +75,8 @@ def pose_loss(reference: torch.Tensor, generated: torch.Tensor) -> torch.Tensor:
 
 def compute_loss(unet: UNet2DConditionModel, batch: dict[str, torch.Tensor], scheduler: DDPMScheduler,
                  generator: torch.Generator, pose_loss_weight: float, pose_t_max: int):
-    """Epsilon-MSE, plus the pose loss on the predicted clean faces of the samples with t <= pose_t_max.
+    """MSE of the UNet's prediction (the scheduler's prediction type), plus the pose loss on the predicted clean faces
+    of the samples with t <= pose_t_max.
 
     batch: images (B, 3, S, S) in [-1, 1], class_labels (face_class_labels), states (B, L, D), mask (B, L)."""
     images = batch["images"]
@@ -79,17 +84,18 @@ def compute_loss(unet: UNet2DConditionModel, batch: dict[str, torch.Tensor], sch
     noise = randn_tensor(images.shape, generator=generator, device=images.device, dtype=images.dtype)
     timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (size,), generator=generator).to(images.device)
     noisy = scheduler.add_noise(images, noise, timesteps)
-    eps = unet(noisy, timesteps, encoder_hidden_states=batch["states"], encoder_attention_mask=batch["mask"],
-               class_labels=batch["class_labels"]).sample
-    eps_loss = F.mse_loss(eps.float(), noise.float())
-    extras = {"eps_mse": eps_loss.item()}
+    prediction = unet(noisy, timesteps, encoder_hidden_states=batch["states"], encoder_attention_mask=batch["mask"],
+                      class_labels=batch["class_labels"]).sample
+    target = prediction_target(scheduler, images, noise, timesteps)
+    mse = F.mse_loss(prediction.float(), target.float())
+    extras = {"mse": mse.item()}
     selected = timesteps <= pose_t_max
     if pose_loss_weight == 0 or not selected.any():
-        return eps_loss, extras
-    x0 = predicted_x0_latent(noisy[selected], eps[selected], timesteps[selected], scheduler).clamp(-1, 1)
+        return mse, extras
+    x0 = predicted_x0(noisy[selected], prediction[selected], timesteps[selected], scheduler).clamp(-1, 1)
     # Divided by the whole batch, so a sample's weight does not depend on how many others fall under t_max.
     pose = pose_loss(images[selected], x0) / size
-    return eps_loss + pose_loss_weight * pose, {**extras, "pose_ssim": -pose.item() * size / int(selected.sum())}
+    return mse + pose_loss_weight * pose, {**extras, "pose_ssim": -pose.item() * size / int(selected.sum())}
 
 
 def _photo_captions(config: FaceTrainConfig, faces: FaceImages) -> list[str] | None:

@@ -48,16 +48,9 @@ from thermosynth.render import image_grid, tensor_to_rgb
 from thermosynth.training.autoencoder import init_from_autoencoder, load_normalization
 from thermosynth.training.config import T2IRTrainConfig
 from thermosynth.training.loop import TrainingTask, train_with
-from thermosynth.training.v2t import noise_schedule
+from thermosynth.training.v2t import noise_schedule, predicted_x0
 
 logger = logging.getLogger(__name__)
-
-
-def predicted_x0_latent(noisy: torch.Tensor, eps: torch.Tensor, timesteps: torch.Tensor,
-                        scheduler: DDPMScheduler) -> torch.Tensor:
-    """z0_hat = (z_t - sqrt(1 - abar_t) eps_hat) / sqrt(abar_t)."""
-    abar = scheduler.alphas_cumprod.to(noisy.device)[timesteps].view(-1, 1, 1, 1).to(noisy.dtype)
-    return (noisy - (1 - abar).sqrt() * eps) / abar.sqrt()
 
 
 def compute_loss(
@@ -89,7 +82,7 @@ def compute_loss(
     selected = timesteps <= mask_t_max
     if not selected.any():
         return eps_loss, {**extras, "mask_l1": float("nan")}
-    z0 = predicted_x0_latent(noisy[selected], eps[selected], timesteps[selected], scheduler)
+    z0 = predicted_x0(noisy[selected], eps[selected], timesteps[selected], scheduler)
     x0_hat = LatentCodec(vae).decode_thermal(z0, clamp=False)  # as the pipelines read it; gradient flows through D
     per_sample = ((batch["thermal"][selected] - x0_hat).abs() * batch["weights"][selected]).mean(dim=(1, 2, 3))
     # Divided by the whole batch, so a sample's weight does not depend on how many others fall under t_max.

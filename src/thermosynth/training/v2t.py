@@ -53,6 +53,25 @@ def noise_schedule(num_train_timesteps: int = 1000, prediction_type: str = "epsi
     )
 
 
+def prediction_target(scheduler: DDPMScheduler, clean: torch.Tensor, noise: torch.Tensor,
+                      timesteps: torch.Tensor) -> torch.Tensor:
+    """What the UNet learns to predict under `scheduler`: the noise, or for "v_prediction" the velocity
+    v = sqrt(abar_t) eps - sqrt(1 - abar_t) x0 (Salimans & Ho 2022)."""
+    if scheduler.config.prediction_type == "v_prediction":
+        return scheduler.get_velocity(clean, noise, timesteps)
+    return noise
+
+
+def predicted_x0(noisy: torch.Tensor, prediction: torch.Tensor, timesteps: torch.Tensor,
+                 scheduler: DDPMScheduler) -> torch.Tensor:
+    """The clean image (or latent) the UNet's prediction implies: x0_hat = (x_t - sqrt(1 - abar_t) eps_hat) /
+    sqrt(abar_t) for noise, x0_hat = sqrt(abar_t) x_t - sqrt(1 - abar_t) v_hat for velocity."""
+    abar = scheduler.alphas_cumprod.to(noisy.device)[timesteps].view(-1, 1, 1, 1).to(noisy.dtype)
+    if scheduler.config.prediction_type == "v_prediction":
+        return abar.sqrt() * noisy - (1 - abar).sqrt() * prediction
+    return (noisy - (1 - abar).sqrt() * prediction) / abar.sqrt()
+
+
 def compute_loss(
     unet: UNet2DModel,
     batch: dict[str, torch.Tensor],
@@ -72,9 +91,7 @@ def compute_loss(
     noisy = scheduler.add_noise(target, noise, timesteps)
     unet_input = v2t_unet_input(noisy, condition * keep.view(size, 1, 1, 1))
     prediction = v2t_prediction(unet, unet_input, timesteps, batch.get("prompt_states"))
-    if scheduler.config.prediction_type == "v_prediction":
-        noise = scheduler.get_velocity(target, noise, timesteps)  # v = sqrt(abar) eps - sqrt(1 - abar) z0
-    loss = F.mse_loss(prediction.float(), noise.float())
+    loss = F.mse_loss(prediction.float(), prediction_target(scheduler, target, noise, timesteps).float())
     return loss, {}
 
 
