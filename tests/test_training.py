@@ -231,12 +231,13 @@ def test_predicted_x0_inverts_the_noising_for_either_target(prediction_type):
 
     for scheduler in (noise_schedule(prediction_type=prediction_type), pixel_noise_schedule()):
         scheduler.register_to_config(prediction_type=prediction_type)
-        clean, noise = torch.rand(4, 3, 8, 8) * 2 - 1, torch.randn(4, 3, 8, 8, dtype=torch.float64).float()
+        clean, noise = torch.rand(4, 3, 8, 8) * 2 - 1, torch.randn(4, 3, 8, 8)
         timesteps = torch.tensor([0, 300, 700, 990])
         noisy = scheduler.add_noise(clean, noise, timesteps)
         target = prediction_target(scheduler, clean, noise, timesteps)
         assert torch.equal(target, noise) == (prediction_type == "epsilon")
         assert torch.allclose(predicted_x0(noisy, target, timesteps, scheduler), clean, atol=2e-3)
+
 
 
 def test_non_finite_loss_stops_with_the_step_and_exports_nothing(trained, tmp_path):

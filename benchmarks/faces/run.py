@@ -199,9 +199,9 @@ def main() -> None:
     }
     (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
 
-    first = len(VIEWS) * args.per_view  # probes per person; the grid shows each view's first
-    rows = [[np.asarray(generated[k * first + j * args.per_view]) for j in range(len(VIEWS))]
-            + [np.asarray(control[k * first])] for k in range(min(10, len(identities)))]
+    per_person = len(VIEWS) * args.per_view  # probes per person; the grid shows each view's first
+    rows = [[np.asarray(generated[k * per_person + j * args.per_view]) for j in range(len(VIEWS))]
+            + [np.asarray(control[k * per_person])] for k in range(min(10, len(identities)))]
     image_grid(rows).save(out / "grid.png")
     if args.look:
         look = Path(args.look)

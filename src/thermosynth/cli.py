@@ -368,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="visible-to-thermal model: a shipped name (v2t-roadscene) or a pipeline folder")
     faces.add_argument("--out", required=True, type=_output_folder,
                        help="data set folder (visible/, thermal/, metadata.jsonl); re-run to resume")
-    faces.add_argument("--views", nargs="+",  # checked by synthesize_faces, the one list of views
+    faces.add_argument("--views", nargs="+",  # checked by data.faces.check_views, the one list of views
                        help="frontal, profile_left, profile_right (default: all three)")
     faces.add_argument("--per-view", type=_positive_int, default=1, help="pairs per person and view")
     faces.add_argument("--seed", type=int, default=0)
