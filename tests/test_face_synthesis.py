@@ -23,7 +23,7 @@ def face_pipeline():
     from thermosynth.models.configs import build_face_unet
     from thermosynth.models.text_encoders import load_text_encoder
     from thermosynth.pipelines import IdentityFacePipeline
-    from thermosynth.training.faces import pixel_noise_schedule
+    from thermosynth.training.diffusion import pixel_noise_schedule
 
     tokenizer, text_encoder = load_text_encoder()
     torch.manual_seed(0)
@@ -266,16 +266,19 @@ def test_face_captions_say_the_measured_view_then_the_vlm_sentence(tiny_captione
 
 @requires_shared_data("cfp")
 def test_train_faces_on_a_few_cfp_identities_then_synthesize(tmp_path):
-    """`train faces` (tiny preset, 3 CFP identities, 6 steps, measured captions) exports a face pipeline, and
-    `synthesize faces` turns it and a V2T model into pairs through the command line."""
+    """`train faces` (tiny preset, 3 CFP identities, 6 steps, measured captions, identity loss) exports a face
+    pipeline, and `synthesize faces` turns it and a V2T model into pairs through the command line."""
     from thermosynth.cli import main
 
     run = tmp_path / "run"
     main(["caption", "--faces", str(SHARED_DATA / "cfp"), "--out", str(tmp_path / "captions")])
     main(["train", "faces", "--data", str(SHARED_DATA / "cfp"), "--identities", "1", "3", "--steps", "6",
-          "--captions", str(tmp_path / "captions" / "metadata.jsonl"), "--out", str(run)])
+          "--captions", str(tmp_path / "captions" / "metadata.jsonl"), "--identity-loss-weight", "0.1",
+          "--out", str(run)])
     config = json.loads((run / "config.json").read_text())
-    assert config["task"] == "faces" and config["identities"] == [1, 3]
+    assert config["task"] == "faces" and config["identities"] == [1, 3] and config["identity_loss_weight"] == 0.1
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert any(0 < m.get("identity_cos", 0) <= 1 for m in logged)  # the identity loss ran, on SFace's scale
     assert (run / "pipeline" / "model_index.json").is_file() and (run / "identity_vectors.safetensors").is_file()
     assert list((run / "samples").glob("*.png"))
     people = tmp_path / "people"

@@ -167,9 +167,13 @@ def test_identity_vectors_average_frontal_photos_list_the_unreadable_and_cache(t
     e = np.eye(4)
     mean = e[1] + (e[1] + 0.5 * e[0]) / np.linalg.norm(e[1] + 0.5 * e[0])
     np.testing.assert_allclose(found.vectors[1], mean / np.linalg.norm(mean), rtol=1e-6)
+    assert sorted(p.name for p in found.by_photo) == ["a.png", "b.png", "d.png"]  # each readable frontal photo's own
+    np.testing.assert_allclose(found.by_photo[photos[1].path], (e[1] + 0.5 * e[0]) / np.linalg.norm(e[1] + 0.5 * e[0]),
+                               rtol=1e-6)
     again = identity_vectors(photos, encoder, cache=tmp_path / "ids.safetensors")
     assert encoder.calls == 5 and [p for p, _ in again.skipped] == [p for p, _ in found.skipped]  # from the cache
     np.testing.assert_array_equal(again.vectors[1], found.vectors[1])
+    assert all(np.array_equal(again.by_photo[p], v) for p, v in found.by_photo.items())
     identity_vectors(photos[:4], encoder, cache=tmp_path / "ids.safetensors")
     assert encoder.calls == 8  # other photos: computed again
     identity_vectors(photos[:4], encoder, cache=tmp_path / "ids.safetensors", largest_face=False)
@@ -188,9 +192,11 @@ def test_face_images_fit_mirror_and_swap_profiles(tmp_path):
         path = tmp_path / f"{n}.png"
         Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(path)
         photos.append(FacePhoto(path, identity, view))
-    vectors = IdentityVectors({1: np.eye(4)[0], 2: np.eye(4)[1]}, [], "fake")  # identity 3: no vector
+    own = np.array([0.6, 0.8, 0, 0])  # the frontal photo of identity 1 has its own vector; its profile, the mean
+    vectors = IdentityVectors({1: np.eye(4)[0], 2: np.eye(4)[1]}, [], "fake", {photos[0].path: own})  # 3: none
     data = FaceImages(photos, vectors, size=32)
     assert len(data) == 3 and data.left_out == [3] and data.images.shape == (3, 32, 32, 3)
+    assert torch.equal(data.vectors[:2], torch.tensor([own, np.eye(4)[0]]).float())
     batch = data.sample(64, torch.Generator().manual_seed(0))
     assert batch["images"].shape == (64, 3, 32, 32) and batch["images"].abs().max() <= 1
     again = data.sample(64, torch.Generator().manual_seed(0))

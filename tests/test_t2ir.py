@@ -17,8 +17,8 @@ from thermosynth.models.text_encoders import (
     encode_prompts,
     load_text_encoder,
 )
+from thermosynth.training.diffusion import noise_schedule
 from thermosynth.training.t2ir import compute_loss
-from thermosynth.training.v2t import noise_schedule
 
 from conftest import SAMPLES, byte_level_clip_vocab
 

@@ -10,8 +10,9 @@ from safetensors.torch import load_file
 from thermosynth.pipelines import VisibleToThermalPipeline
 from thermosynth.training import DataConfig, make_config, train
 from thermosynth.training.checkpoint import checkpoint_dirs, checkpoint_state
+from thermosynth.training.diffusion import noise_schedule
 from thermosynth.training.loop import learning_rate_schedule, run_training
-from thermosynth.training.v2t import build_task, compute_loss, noise_schedule
+from thermosynth.training.v2t import build_task, compute_loss
 
 from conftest import scene, write_pairs
 
@@ -226,8 +227,7 @@ def test_v_prediction_loss_targets_the_velocity(tiny_pipeline):
 def test_predicted_x0_inverts_the_noising_for_either_target(prediction_type):
     """A UNet that predicts its target exactly (noise, or velocity) implies the clean image it was noised from, at
     every step but the last (pure noise, where nothing of x0 is left to recover)."""
-    from thermosynth.training.faces import pixel_noise_schedule
-    from thermosynth.training.v2t import predicted_x0, prediction_target
+    from thermosynth.training.diffusion import pixel_noise_schedule, predicted_x0, prediction_target
 
     for scheduler in (noise_schedule(prediction_type=prediction_type), pixel_noise_schedule()):
         scheduler.register_to_config(prediction_type=prediction_type)

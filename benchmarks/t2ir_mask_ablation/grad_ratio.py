@@ -17,8 +17,8 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from thermosynth.models.text_encoders import encode_prompts, load_text_encoder
 from thermosynth.training.autoencoder import load_normalization
 from thermosynth.training.config import load_config
+from thermosynth.training.diffusion import noise_schedule
 from thermosynth.training.t2ir import CaptionedLatents, compute_loss, load_captioned
-from thermosynth.training.v2t import noise_schedule
 
 
 def unet_gradient(unet, loss) -> torch.Tensor:

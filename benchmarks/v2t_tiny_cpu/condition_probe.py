@@ -15,7 +15,7 @@ import torch
 from thermosynth.data.datasets import PairedImages
 from thermosynth.data.loading import load_paired_arrays
 from thermosynth.pipelines import VisibleToThermalPipeline
-from thermosynth.training.v2t import noise_schedule
+from thermosynth.training.diffusion import noise_schedule
 
 pipeline = VisibleToThermalPipeline.from_pretrained(sys.argv[1])
 root = sys.argv[2] if len(sys.argv) > 2 else "../shared/data/roadscene"

@@ -111,7 +111,7 @@ def _training_config(task: str, args: argparse.Namespace):
     if task == "faces":
         extra.update(identities=args.identities, identity_encoder=args.identity_encoder,
                      identity_model=args.identity_model, captions=args.captions,
-                     pose_loss_weight=args.pose_loss_weight)
+                     pose_loss_weight=args.pose_loss_weight, identity_loss_weight=args.identity_loss_weight)
     return make_config(task, args.preset, output_dir=str(Path(args.out)), data=data, steps=args.steps,
                        batch_size=args.batch_size, learning_rate=args.learning_rate,
                        mixed_precision=args.mixed_precision, adam_8bit=args.adam_8bit or None, seed=args.seed,
@@ -357,6 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
     faces.add_argument("--identity-model", help="with --identity-encoder arcface: the insightface ArcFace .onnx")
     faces.add_argument("--captions", help="a metadata.jsonl captioning every photo (default: the measured view)")
     faces.add_argument("--pose-loss-weight", type=float, help="weight of LaPIG's SSIM pose loss, Eq. 3 (0: off)")
+    faces.add_argument("--identity-loss-weight", type=float,
+                       help="weight of an identity loss: 1 - cosine of SFace's vector of the predicted clean face "
+                            "and of the photo's (0: off)")
     train.set_defaults(func=cmd_train)
 
     synthesize = commands.add_parser("synthesize", help="synthesize data sets")

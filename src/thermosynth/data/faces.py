@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -146,40 +146,52 @@ class IdentityVectors:
     vectors: dict[int, np.ndarray]  # identity -> unit vector: the mean of its frontal photos' vectors, renormalised
     skipped: list[tuple[Path, str]]  # photos whose face could not be read, with the reason
     encoder: str
+    by_photo: dict[Path, np.ndarray] = field(default_factory=dict)  # each readable frontal photo's own unit vector
+    landmarks: dict[Path, np.ndarray] = field(default_factory=dict)  # and its face's five landmarks (5, 2), in pixels
 
 
 def identity_vectors(photos: list[FacePhoto], encoder, cache: Path | None = None,
                      largest_face: bool = True) -> IdentityVectors:
-    """One identity vector per person from their frontal photos (profile photos are left out: identity encoders read
-    frontal faces far better). Photos without a usable face are skipped and listed, never dropped silently; an
-    identity none of whose photos could be read gets no vector. With `cache` (a .safetensors file) the result is
-    read from there when the same encoder, reading the same photos the same way, made it; else computed and written
-    atomically."""
+    """Each frontal photo's identity vector and five face landmarks, and one vector per person: the mean of their
+    frontal photos' (profile photos are left out: identity encoders read frontal faces far better). Photos without a
+    usable face are skipped and listed, never dropped silently; an identity none of whose photos could be read gets
+    no vector. With `cache` (a .safetensors file) the result is read from there when the same encoder, reading the
+    same photos the same way, made it; else computed and written atomically."""
     frontal = [p for p in photos if p.view == "frontal"]
     listing = "\n".join(sorted(f"{p.identity}:{p.path}" for p in frontal))
-    # the encoder, how it picks among several faces, and the photos it read
-    key = f"{encoder.name}:{largest_face}:{hashlib.sha256(listing.encode()).hexdigest()}"
+    # what is stored (one vector a photo), the encoder, how it picks among several faces, and the photos it read
+    key = f"per-photo+landmarks:{encoder.name}:{largest_face}:{hashlib.sha256(listing.encode()).hexdigest()}"
+    by_photo: dict[Path, np.ndarray] = {}
+    landmarks: dict[Path, np.ndarray] = {}
+    skipped = []
     if cache is not None and Path(cache).is_file():
         with safe_open(str(cache), framework="np") as f:
             meta = f.metadata() or {}
         if meta.get("key") == key:
             stored = load_file(str(cache))
+            by_photo = {Path(k.split(":", 1)[1]): v for k, v in stored.items() if k.startswith("vector:")}
+            landmarks = {Path(k.split(":", 1)[1]): v for k, v in stored.items() if k.startswith("landmarks:")}
             skipped = [(Path(p), reason) for p, reason in json.loads(meta["skipped"])]
-            return IdentityVectors({int(k): v for k, v in stored.items()}, skipped, encoder.name)
+    if not by_photo and not skipped:
+        for photo in tqdm(frontal, desc=f"identity vectors ({encoder.name})", leave=False):
+            try:
+                face = encoder.encode(read_visible(photo.path), str(photo.path), largest_face=largest_face)
+            except DataError as error:
+                skipped.append((photo.path, str(error)))
+                continue
+            by_photo[photo.path] = face.vector.astype(np.float32)
+            landmarks[photo.path] = np.asarray(face.landmarks, np.float32)
+        if cache is not None:
+            meta = {"key": key, "skipped": json.dumps([(str(p), reason) for p, reason in skipped])}
+            tensors = {**{f"vector:{p}": v for p, v in by_photo.items()},
+                       **{f"landmarks:{p}": v for p, v in landmarks.items()}}
+            atomic_write(Path(cache), lambda tmp: save_file(tensors, str(tmp), meta))
     read: dict[int, list[np.ndarray]] = {}
-    skipped = []
-    for photo in tqdm(frontal, desc=f"identity vectors ({encoder.name})", leave=False):
-        try:
-            vector = encoder.encode(read_visible(photo.path), str(photo.path), largest_face=largest_face).vector
-        except DataError as error:
-            skipped.append((photo.path, str(error)))
-            continue
-        read.setdefault(photo.identity, []).append(vector)
+    for photo in frontal:
+        if photo.path in by_photo:
+            read.setdefault(photo.identity, []).append(by_photo[photo.path])
     vectors = {identity: mean_identity(found) for identity, found in read.items()}
-    if cache is not None:
-        meta = {"key": key, "skipped": json.dumps([(str(p), reason) for p, reason in skipped])}
-        atomic_write(Path(cache), lambda tmp: save_file({str(k): v for k, v in vectors.items()}, str(tmp), meta))
-    return IdentityVectors(vectors, skipped, encoder.name)
+    return IdentityVectors(vectors, skipped, encoder.name, by_photo, landmarks)
 
 
 VIEW_INDEX = {view: index for index, view in enumerate(VIEWS)}  # the generator's view classes
@@ -189,7 +201,14 @@ MIRRORED = {"frontal": "frontal", "profile_left": "profile_right", "profile_righ
 class FaceImages:
     """Photos of people with identity vectors, ready to train on: each fitted to `size` x `size` (scaled to cover,
     centre-cropped) and kept as uint8; a draw mirrors half the photos, swapping left and right profiles. Photos of
-    identities without a vector are left out, and those identities listed in `left_out`."""
+    identities without a vector are left out, and those identities listed in `left_out`.
+
+    A frontal photo is conditioned on its own vector, as Arc2Face trains; a photo without one (a profile, or a frontal
+    photo the encoder could not read) on the person's mean. Why not the mean for all: with 450 people the generator
+    would see 450 conditioning points and learn them as class labels, with nothing between them for a new person's
+    vector to land on; each photo's own vector gives it ten times as many, spread as a new person's single photo is.
+    `landmarks` (N, 5, 2) holds those photos' five face landmarks in the fitted image's pixels (NaN for the others):
+    where the identity loss aligns the generated face for SFace."""
 
     def __init__(self, photos: list[FacePhoto], identities: IdentityVectors, size: int = 64):
         kept = [p for p in photos if p.identity in identities.vectors]
@@ -197,9 +216,16 @@ class FaceImages:
         if not kept:
             raise DataError("no photo belongs to an identity with a vector: nothing to train on")
         self.size = size
-        self.images = torch.from_numpy(np.stack([fit_to_size(read_visible(p.path), (size, size))[0] for p in kept]))
+        fitted = [fit_to_size(read_visible(p.path), (size, size)) for p in kept]
+        self.images = torch.from_numpy(np.stack([image for image, _ in fitted]))
+        self.landmarks = torch.full((len(kept), 5, 2), float("nan"))
+        for index, (photo, (_, (scale_x, scale_y, offset_x, offset_y))) in enumerate(zip(kept, fitted, strict=True)):
+            if photo.path in identities.by_photo and photo.path in identities.landmarks:
+                points = identities.landmarks[photo.path] * [scale_x, scale_y] + [offset_x, offset_y]
+                self.landmarks[index] = torch.from_numpy(points.astype(np.float32))
         self.identities = torch.tensor([p.identity for p in kept])
-        self.vectors = torch.from_numpy(np.stack([identities.vectors[p.identity] for p in kept])).float()
+        self.vectors = torch.from_numpy(np.stack([identities.by_photo.get(p.path, identities.vectors[p.identity])
+                                                  for p in kept])).float()
         self.views = [p.view for p in kept]
         self.photos = kept
 
@@ -208,7 +234,7 @@ class FaceImages:
 
     def sample(self, batch_size: int, generator) -> dict:
         """images (B, 3, S, S) in [-1, 1], identity vectors (B, d), view classes (B,) (VIEW_INDEX) after mirroring,
-        identities (B,), and the photos' indices (B,) (self.photos)."""
+        whether each was mirrored (B,), identities (B,), and the photos' indices (B,) (self.photos)."""
         indices = torch.randint(len(self), (batch_size,), generator=generator)
         mirror = torch.rand(batch_size, generator=generator) < 0.5
         images = torch.stack([visible_to_tensor(self.images[i].numpy()) for i in indices.tolist()])
@@ -216,4 +242,4 @@ class FaceImages:
         views = [MIRRORED[self.views[i]] if m else self.views[i]
                  for i, m in zip(indices.tolist(), mirror.tolist(), strict=True)]
         return {"images": images, "identity_vectors": self.vectors[indices], "identities": self.identities[indices],
-                "views": torch.tensor([VIEW_INDEX[v] for v in views]), "indices": indices}
+                "views": torch.tensor([VIEW_INDEX[v] for v in views]), "mirrored": mirror, "indices": indices}

@@ -148,7 +148,7 @@ class V2TTrainConfig(TrainConfig):
     gradient_checkpointing: bool = False  # recompute the UNet's activations in the backward pass: less memory
     condition_dropout: float = 0.1  # LaPIG / classifier-free guidance: train the unconditional model too
     num_train_timesteps: int = 1000
-    prediction_type: str = "epsilon"  # or "v_prediction", on a zero-terminal-SNR schedule (training/v2t.py)
+    prediction_type: str = "epsilon"  # or "v_prediction", on a zero-terminal-SNR schedule (training/diffusion.py)
     validation_inference_steps: int = 25
 
     def __post_init__(self):
@@ -248,6 +248,8 @@ class FaceTrainConfig(TrainConfig):
     condition_dropout: float = 0.1  # identity zeroed and caption emptied this often, for classifier-free guidance
     pose_loss_weight: float = 0.0  # LaPIG Eq. 3 on the predicted clean image, for t <= pose_t_max (0: off)
     pose_t_max: int = 500
+    # 1 - cos(SFace(x0_hat), the photo's SFace vector), at every step, on frontal photos with their own vector (0: off)
+    identity_loss_weight: float = 0.0
     num_train_timesteps: int = 1000
     validation_inference_steps: int = 25
 
@@ -268,6 +270,11 @@ class FaceTrainConfig(TrainConfig):
             raise ValueError(f"condition_dropout must be in [0, 1), got {self.condition_dropout}")
         if self.pose_loss_weight < 0:
             raise ValueError(f"pose_loss_weight must be >= 0, got {self.pose_loss_weight}")
+        if self.identity_loss_weight < 0:
+            raise ValueError(f"identity_loss_weight must be >= 0, got {self.identity_loss_weight}")
+        if self.identity_loss_weight and self.identity_encoder != "sface":
+            raise ValueError("identity_loss_weight scores faces with SFace, so the identity vectors must be SFace's "
+                             f"(identity_encoder 'sface', not {self.identity_encoder!r})")
 
 # Named presets. "tiny" finishes on 2 CPU cores in minutes (tests, demo); "base" is the shipped models' recipe
 # (sized to ship: ~100 MB in fp16 for the autoencoder and both UNets; meant for one GPU with --time-budget, its

@@ -14,7 +14,16 @@ LaPIG Eq. 3, the SSIM pose loss, pulls each generated view towards the pose of i
     L_pose = - sum_i SSIM(pose_i, generated pose_i)      over the reference poses i (LaPIG uses 4)
 
 Here (`pose_loss_weight`) it compares each training photo with the clean image the UNet predicts from it,
-x0_hat (training/v2t.py's predicted_x0), for t <= pose_t_max, divided by the batch size.
+x0_hat (training/diffusion.py's predicted_x0), for t <= pose_t_max, divided by the batch size.
+
+The identity loss (`identity_loss_weight`, not in LaPIG; face-swapping models and PuLID train with one) pays for who
+the predicted face is: x0_hat is aligned as the photo's own face was (its five landmarks) and read by SFace, made
+differentiable (models/sface_network.py), and compared with the photo's SFace vector, which also conditions it:
+
+    L_id = sum_i (1 - cos(SFace(align_i(x0_hat_i)), s_i)) / B      over frontal photos with their own vector s_i
+
+at every noise level, because the noisy steps are where the identity is decided and the noise loss alone pays
+little for it there (an hour of it left the identity unused: benchmarks/faces/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -36,29 +45,17 @@ from thermosynth.data.faces import VIEWS, FaceImages, face_caption, identity_vec
 from thermosynth.distributed import process_state
 from thermosynth.models.configs import build_face_unet
 from thermosynth.models.identity import IdentityInjection, make_identity_encoder
+from thermosynth.models.sface_network import SFaceNetwork, align_for_sface, alignment_theta
 from thermosynth.models.text_encoders import TextStateCache, hidden_size, load_text_encoder
 from thermosynth.pipelines.faces import IdentityFacePipeline, face_class_labels, join_condition
 from thermosynth.render import image_grid, tensor_to_rgb
 from thermosynth.training.config import FaceTrainConfig
+from thermosynth.training.diffusion import pixel_noise_schedule, predicted_x0, prediction_target
 from thermosynth.training.loop import TrainingTask, train_with
-from thermosynth.training.v2t import predicted_x0, prediction_target
 
 logger = logging.getLogger(__name__)
 
 IDENTITY_CACHE = "identity_vectors.safetensors"  # in the run folder: the encoder reads each photo once per run
-
-
-def pixel_noise_schedule(num_train_timesteps: int = 1000) -> DDPMScheduler:
-    """The training schedule for faces in pixels: improved DDPM's cosine betas (Nichol & Dhariwal 2021), whose last
-    step leaves no image behind, x0 clipped to the pixel range when sampling, and velocity prediction. SD-1.5's
-    scaled-linear betas, made for latents, leave 7% of the image at t=999: sampling from pure noise then drifts into
-    colour casts, which the first face models showed (green, magenta faces). Why velocity: the noise loss weighs an
-    error in x0_hat by the signal-to-noise ratio, abar / (1 - abar), which vanishes at the noisy steps where a face's
-    layout, and so who it is, gets decided; the velocity loss weighs it by SNR + 1 (Salimans & Ho 2022), so the
-    identity pays there. With noise prediction an hour on CPU taught a face but no one in particular
-    (benchmarks/faces/RESULTS.md)."""
-    return DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule="squaredcos_cap_v2",
-                         prediction_type="v_prediction", clip_sample=True, clip_sample_range=1.0)
 
 
 def pose_loss(reference: torch.Tensor, generated: torch.Tensor) -> torch.Tensor:
@@ -73,12 +70,23 @@ def pose_loss(reference: torch.Tensor, generated: torch.Tensor) -> torch.Tensor:
     return -per_pose.sum()
 
 
-def compute_loss(unet: UNet2DConditionModel, batch: dict[str, torch.Tensor], scheduler: DDPMScheduler,
-                 generator: torch.Generator, pose_loss_weight: float, pose_t_max: int):
-    """MSE of the UNet's prediction (the scheduler's prediction type), plus the pose loss on the predicted clean faces
-    of the samples with t <= pose_t_max.
+def identity_loss(x0: torch.Tensor, batch: dict[str, torch.Tensor], sface: SFaceNetwork) -> torch.Tensor:
+    """sum over the samples of 1 - cos(SFace of the aligned predicted face, the photo's vector): x0 (N, 3, S, S) and
+    the batch's rows for them (alignment, mirrored, identity_targets). Mirrored samples are turned back first: the
+    alignment was measured on the photo as it is."""
+    faces = torch.where(batch["mirrored"][:, None, None, None], x0.flip(-1), x0)
+    made = sface(align_for_sface(faces, batch["alignment"]))
+    return (1 - F.cosine_similarity(made, batch["identity_targets"], dim=1)).sum()
 
-    batch: images (B, 3, S, S) in [-1, 1], class_labels (face_class_labels), states (B, L, D), mask (B, L)."""
+
+def compute_loss(unet: UNet2DConditionModel, batch: dict[str, torch.Tensor], scheduler: DDPMScheduler,
+                 generator: torch.Generator, pose_loss_weight: float, pose_t_max: int,
+                 identity_loss_weight: float = 0.0, sface: SFaceNetwork | None = None):
+    """MSE of the UNet's prediction (the scheduler's prediction type), plus the pose loss on the predicted clean faces
+    of the samples with t <= pose_t_max, plus the identity loss on those with `identity_known`.
+
+    batch: images (B, 3, S, S) in [-1, 1], class_labels (face_class_labels), states (B, L, D), mask (B, L); for the
+    identity loss also identity_known (B,), identity_targets (B, d), alignment (B, 2, 3), mirrored (B,)."""
     images = batch["images"]
     size = images.shape[0]
     noise = randn_tensor(images.shape, generator=generator, device=images.device, dtype=images.dtype)
@@ -87,15 +95,23 @@ def compute_loss(unet: UNet2DConditionModel, batch: dict[str, torch.Tensor], sch
     prediction = unet(noisy, timesteps, encoder_hidden_states=batch["states"], encoder_attention_mask=batch["mask"],
                       class_labels=batch["class_labels"]).sample
     target = prediction_target(scheduler, images, noise, timesteps)
-    mse = F.mse_loss(prediction.float(), target.float())
-    extras = {"mse": mse.item()}
+    loss = F.mse_loss(prediction.float(), target.float())
+    extras = {"mse": loss.item()}
     selected = timesteps <= pose_t_max
-    if pose_loss_weight == 0 or not selected.any():
-        return mse, extras
-    x0 = predicted_x0(noisy[selected], prediction[selected], timesteps[selected], scheduler).clamp(-1, 1)
-    # Divided by the whole batch, so a sample's weight does not depend on how many others fall under t_max.
-    pose = pose_loss(images[selected], x0) / size
-    return mse + pose_loss_weight * pose, {**extras, "pose_ssim": -pose.item() * size / int(selected.sum())}
+    if pose_loss_weight and selected.any():
+        x0 = predicted_x0(noisy[selected], prediction[selected], timesteps[selected], scheduler).clamp(-1, 1)
+        # Divided by the whole batch, so a sample's weight does not depend on how many others fall under t_max.
+        pose = pose_loss(images[selected], x0) / size
+        loss = loss + pose_loss_weight * pose
+        extras["pose_ssim"] = -pose.item() * size / int(selected.sum())
+    known = batch.get("identity_known")
+    if identity_loss_weight and known is not None and known.any():
+        x0 = predicted_x0(noisy[known], prediction[known], timesteps[known], scheduler).float()
+        rows = {k: batch[k][known] for k in ("alignment", "mirrored", "identity_targets")}
+        distance = identity_loss(x0, rows, sface)
+        loss = loss + identity_loss_weight * distance / size
+        extras["identity_cos"] = 1 - distance.item() / int(known.sum())
+    return loss, extras
 
 
 def _photo_captions(config: FaceTrainConfig, faces: FaceImages) -> list[str] | None:
@@ -136,6 +152,12 @@ def build_task(config: FaceTrainConfig) -> TrainingTask:
     scheduler = pixel_noise_schedule(config.num_train_timesteps)
     torch.manual_seed(config.seed)
     unet = build_face_unet(config.architecture, hidden_size(text_encoder), len(VIEWS), faces.vectors.shape[1])
+    sface, alignment = None, torch.zeros(len(faces), 2, 3)
+    has_landmarks = ~faces.landmarks.isnan().any(dim=(1, 2))
+    if config.identity_loss_weight:
+        sface = SFaceNetwork().to(device)
+        for index in has_landmarks.nonzero().flatten().tolist():
+            alignment[index] = alignment_theta(faces.landmarks[index].numpy(), config.image_size)
 
     def draw_batch(generator):
         batch = faces.sample(config.batch_size, generator)
@@ -147,10 +169,13 @@ def build_task(config: FaceTrainConfig) -> TrainingTask:
         states, mask = join_condition(states, text_states, text_mask)
         vectors = torch.where(dropped[:, None], 0.0, batch["identity_vectors"])  # dropped with the prompt
         labels = face_class_labels(unet.config, vectors, [VIEWS[v] for v in batch["views"].tolist()])
-        return {"images": batch["images"], "class_labels": labels, "states": states, "mask": mask}
+        return {"images": batch["images"], "class_labels": labels, "states": states, "mask": mask,
+                "identity_known": has_landmarks[batch["indices"]] & ~dropped, "identity_targets": vectors,
+                "alignment": alignment[batch["indices"]], "mirrored": batch["mirrored"]}
 
     def loss(model, batch, generator):
-        return compute_loss(model, batch, scheduler, generator, config.pose_loss_weight, config.pose_t_max)
+        return compute_loss(model, batch, scheduler, generator, config.pose_loss_weight, config.pose_t_max,
+                            config.identity_loss_weight, sface)
 
     def pipeline_for(model):
         sampler = DDIMScheduler.from_config(scheduler.config, timestep_spacing="trailing")

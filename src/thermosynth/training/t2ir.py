@@ -47,8 +47,8 @@ from thermosynth.pipelines.text_to_thermal import TextToThermalPipeline
 from thermosynth.render import image_grid, tensor_to_rgb
 from thermosynth.training.autoencoder import init_from_autoencoder, load_normalization
 from thermosynth.training.config import T2IRTrainConfig
+from thermosynth.training.diffusion import noise_schedule, predicted_x0
 from thermosynth.training.loop import TrainingTask, train_with
-from thermosynth.training.v2t import noise_schedule, predicted_x0
 
 logger = logging.getLogger(__name__)
 

@@ -31,45 +31,11 @@ from thermosynth.models.stable_diffusion import (
 from thermosynth.pipelines.visible_to_thermal import VisibleToThermalPipeline
 from thermosynth.training.autoencoder import init_from_autoencoder, load_normalization
 from thermosynth.training.config import V2TTrainConfig
+from thermosynth.training.diffusion import noise_schedule, prediction_target
 from thermosynth.training.loop import TrainingTask, train_with
 from thermosynth.training.validation import validate_translation
 
 logger = logging.getLogger(__name__)
-
-
-def noise_schedule(num_train_timesteps: int = 1000, prediction_type: str = "epsilon") -> DDPMScheduler:
-    """The DDPM training schedule: SD-1.5's scaled-linear betas. With "v_prediction" the betas are rescaled to zero
-    terminal SNR (Lin et al. 2024, "Common diffusion noise schedules and sample steps are flawed"): the last
-    training step is pure noise, as sampling's first is, so the model cannot learn to rely on a signal that is
-    missing at sampling time (SD-1.5's schedule leaks ~7% of the image at t=999, which skews mean brightness)."""
-    return DDPMScheduler(
-        num_train_timesteps=num_train_timesteps,
-        beta_schedule="scaled_linear",
-        beta_start=0.00085,
-        beta_end=0.012,
-        prediction_type=prediction_type,
-        rescale_betas_zero_snr=prediction_type == "v_prediction",
-        clip_sample=False,
-    )
-
-
-def prediction_target(scheduler: DDPMScheduler, clean: torch.Tensor, noise: torch.Tensor,
-                      timesteps: torch.Tensor) -> torch.Tensor:
-    """What the UNet learns to predict under `scheduler`: the noise, or for "v_prediction" the velocity
-    v = sqrt(abar_t) eps - sqrt(1 - abar_t) x0 (Salimans & Ho 2022)."""
-    if scheduler.config.prediction_type == "v_prediction":
-        return scheduler.get_velocity(clean, noise, timesteps)
-    return noise
-
-
-def predicted_x0(noisy: torch.Tensor, prediction: torch.Tensor, timesteps: torch.Tensor,
-                 scheduler: DDPMScheduler) -> torch.Tensor:
-    """The clean image (or latent) the UNet's prediction implies: x0_hat = (x_t - sqrt(1 - abar_t) eps_hat) /
-    sqrt(abar_t) for noise, x0_hat = sqrt(abar_t) x_t - sqrt(1 - abar_t) v_hat for velocity."""
-    abar = scheduler.alphas_cumprod.to(noisy.device)[timesteps].view(-1, 1, 1, 1).to(noisy.dtype)
-    if scheduler.config.prediction_type == "v_prediction":
-        return abar.sqrt() * noisy - (1 - abar).sqrt() * prediction
-    return (noisy - (1 - abar).sqrt() * prediction) / abar.sqrt()
 
 
 def compute_loss(
