@@ -146,7 +146,7 @@ def build_task(config: FaceTrainConfig) -> TrainingTask:
     text_encoder.to(device)
     injection = IdentityInjection(tokenizer, text_encoder)
     with torch.no_grad():  # the frozen encoder reads each identity once
-        identity_states = torch.cat([injection(v[None]).cpu() for v in faces.vectors]).float()
+        identity_states = torch.cat([injection(chunk).cpu() for chunk in faces.vectors.split(256)]).float()
         no_identity = injection(torch.zeros(1, faces.vectors.shape[1])).cpu().float()
     caption_states = TextStateCache(tokenizer, text_encoder, ["", *(captions or map(face_caption, VIEWS))])
     scheduler = pixel_noise_schedule(config.num_train_timesteps)
