@@ -220,7 +220,7 @@ class FaceImages:
         self.images = torch.from_numpy(np.stack([image for image, _ in fitted]))
         self.landmarks = torch.full((len(kept), 5, 2), float("nan"))
         for index, (photo, (_, (scale_x, scale_y, offset_x, offset_y))) in enumerate(zip(kept, fitted, strict=True)):
-            if photo.path in identities.by_photo and photo.path in identities.landmarks:
+            if photo.path in identities.landmarks:  # a photo with its own vector
                 points = identities.landmarks[photo.path] * [scale_x, scale_y] + [offset_x, offset_y]
                 self.landmarks[index] = torch.from_numpy(points.astype(np.float32))
         self.identities = torch.tensor([p.identity for p in kept])

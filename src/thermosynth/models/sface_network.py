@@ -32,18 +32,13 @@ def sface_model_path() -> Path:
 
 def _dequantize(values: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, axis: int,
                 block_size: int) -> torch.Tensor:
-    """ONNX DequantizeLinear: (x - zero_point) * scale, one scale per `block_size` values along `axis` (blocked), per
-    slice along it (one per index), or one for all."""
-    if scale.ndim == 0:
-        return (values.float() - zero_point.float()) * scale
+    """ONNX DequantizeLinear as SFace's file uses it, blocked: (x - zero_point) * scale, one scale and zero point per
+    `block_size` values along `axis`."""
+    if not block_size:
+        raise ValueError("only blocked DequantizeLinear (SFace's int8bq weights) is evaluated here")
     axis = axis % values.ndim
-    if block_size:
-        scale = scale.repeat_interleave(block_size, dim=axis).narrow(axis, 0, values.shape[axis])
-        zero_point = zero_point.repeat_interleave(block_size, dim=axis).narrow(axis, 0, values.shape[axis])
-    else:
-        shape = [1] * values.ndim
-        shape[axis] = -1
-        scale, zero_point = scale.view(shape), zero_point.view(shape)
+    scale = scale.repeat_interleave(block_size, dim=axis).narrow(axis, 0, values.shape[axis])
+    zero_point = zero_point.repeat_interleave(block_size, dim=axis).narrow(axis, 0, values.shape[axis])
     return (values.float() - zero_point.float()) * scale
 
 
@@ -78,8 +73,8 @@ class SFaceNetwork(torch.nn.Module):
         for name, buffer in self.weight_names.items():
             self.register_buffer(buffer, values[name], persistent=False)
 
-    _OPERATIONS = ("DequantizeLinear", "Reshape", "Conv", "BatchNormalization", "PRelu", "Sub", "Mul", "Add",
-                   "Dropout", "Flatten", "Gemm")
+    _OPERATIONS = ("DequantizeLinear", "Reshape", "Conv", "BatchNormalization", "PRelu", "Sub", "Mul", "Dropout",
+                   "Flatten", "Gemm")
 
     @staticmethod
     def _evaluate(op: str, x: list[torch.Tensor], a: dict) -> torch.Tensor:
@@ -96,14 +91,11 @@ class SFaceNetwork(torch.nn.Module):
         if op == "BatchNormalization":
             return F.batch_norm(x[0], x[3], x[4], x[1], x[2], training=False, eps=a.get("epsilon", 1e-5))
         if op == "PRelu":
-            slope = x[1]
-            return torch.where(x[0] >= 0, x[0], x[0] * slope)
+            return torch.where(x[0] >= 0, x[0], x[0] * x[1])
         if op == "Sub":
             return x[0] - x[1]
         if op == "Mul":
             return x[0] * x[1]
-        if op == "Add":
-            return x[0] + x[1]
         if op == "Dropout":
             return x[0]
         if op == "Flatten":

@@ -152,10 +152,10 @@ def build_task(config: FaceTrainConfig) -> TrainingTask:
     scheduler = pixel_noise_schedule(config.num_train_timesteps)
     torch.manual_seed(config.seed)
     unet = build_face_unet(config.architecture, hidden_size(text_encoder), len(VIEWS), faces.vectors.shape[1])
-    sface, alignment = None, torch.zeros(len(faces), 2, 3)
-    has_landmarks = ~faces.landmarks.isnan().any(dim=(1, 2))
-    if config.identity_loss_weight:
-        sface = SFaceNetwork().to(device)
+    sface = SFaceNetwork().to(device) if config.identity_loss_weight else None
+    if sface is not None:  # the identity loss's alignments: photos with their own vector have landmarks
+        has_landmarks = ~faces.landmarks.isnan().any(dim=(1, 2))
+        alignment = torch.zeros(len(faces), 2, 3)
         for index in has_landmarks.nonzero().flatten().tolist():
             alignment[index] = alignment_theta(faces.landmarks[index].numpy(), config.image_size)
 
@@ -169,9 +169,11 @@ def build_task(config: FaceTrainConfig) -> TrainingTask:
         states, mask = join_condition(states, text_states, text_mask)
         vectors = torch.where(dropped[:, None], 0.0, batch["identity_vectors"])  # dropped with the prompt
         labels = face_class_labels(unet.config, vectors, [VIEWS[v] for v in batch["views"].tolist()])
-        return {"images": batch["images"], "class_labels": labels, "states": states, "mask": mask,
-                "identity_known": has_landmarks[batch["indices"]] & ~dropped, "identity_targets": vectors,
-                "alignment": alignment[batch["indices"]], "mirrored": batch["mirrored"]}
+        drawn = {"images": batch["images"], "class_labels": labels, "states": states, "mask": mask}
+        if sface is not None:
+            drawn.update(identity_known=has_landmarks[batch["indices"]] & ~dropped, identity_targets=vectors,
+                         alignment=alignment[batch["indices"]], mirrored=batch["mirrored"])
+        return drawn
 
     def loss(model, batch, generator):
         return compute_loss(model, batch, scheduler, generator, config.pose_loss_weight, config.pose_t_max,
