@@ -190,7 +190,9 @@ def main() -> None:
         "identity_moves_pixels": moved,
         "training": {"identities": config["identities"], "steps": config["steps"], "batch_size": config["batch_size"],
                      "architecture": config["architecture"], "image_size": config["image_size"],
-                     "minutes": round(training_s / 60, 1), "pose_loss_weight": config["pose_loss_weight"]},
+                     "minutes": round(training_s / 60, 1), "pose_loss_weight": config["pose_loss_weight"],
+                     # runs before the identity loss existed have no such field: they trained without it
+                     "identity_loss_weight": config.get("identity_loss_weight", 0.0)},
         "sampling": {"per_view": args.per_view, "steps": args.steps, "guidance": args.guidance, "seed": args.seed,
                      "scheduler": args.scheduler},
         "evaluation_minutes": round(seconds / 60, 1),
