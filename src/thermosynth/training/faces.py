@@ -18,12 +18,15 @@ x0_hat (training/diffusion.py's predicted_x0), for t <= pose_t_max, divided by t
 
 The identity loss (`identity_loss_weight`, not in LaPIG; face-swapping models and PuLID train with one) pays for who
 the predicted face is: x0_hat is aligned as the photo's own face was (its five landmarks) and read by SFace, made
-differentiable (models/sface_network.py), and compared with the photo's SFace vector, which also conditions it:
+differentiable (models/sface_network.py), and compared with the photo's SFace vector s_i, which also conditions it,
+and with the vectors s_j of the batch's other people:
 
-    L_id = sum_i (1 - cos(SFace(align_i(x0_hat_i)), s_i)) / B      over frontal photos with their own vector s_i
+    L_id = sum_i (1 - cos(f_i, s_i) + mean_j cos(f_i, s_j)) / B      f_i = SFace(align_i(x0_hat_i)), j: other people
 
-at every noise level, because the noisy steps are where the identity is decided and the noise loss alone pays
-little for it there (an hour of it left the identity unused: benchmarks/faces/RESULTS.md).
+over frontal photos with their own vector, at every noise level, because the noisy steps are where the identity is
+decided and the noise loss alone pays little for it there. The other people's term is there because without it
+(1 - cos alone, two hour-long runs) the loss made faces SFace reads more readily, raising the cosine with everyone's
+vector alike, not faces more like their person (benchmarks/faces/RESULTS.md): a generic face gains nothing here.
 """
 
 from __future__ import annotations
@@ -70,13 +73,22 @@ def pose_loss(reference: torch.Tensor, generated: torch.Tensor) -> torch.Tensor:
     return -per_pose.sum()
 
 
-def identity_loss(x0: torch.Tensor, batch: dict[str, torch.Tensor], sface: SFaceNetwork) -> torch.Tensor:
-    """sum over the samples of 1 - cos(SFace of the aligned predicted face, the photo's vector): x0 (N, 3, S, S) and
-    the batch's rows for them (alignment, mirrored, identity_targets). Mirrored samples are turned back first: the
-    alignment was measured on the photo as it is."""
+def identity_cosines(x0: torch.Tensor, batch: dict[str, torch.Tensor],
+                     sface: SFaceNetwork) -> tuple[torch.Tensor, torch.Tensor]:
+    """SFace's cosine between each aligned predicted face and its photo's vector, and its mean cosine with the vectors
+    of the other people in the batch (0 where there are none): x0 (N, 3, S, S) and the batch's rows for them
+    (alignment, mirrored, identity_targets, people). Mirrored samples are turned back first: the alignment was
+    measured on the photo as it is."""
     faces = torch.where(batch["mirrored"][:, None, None, None], x0.flip(-1), x0)
-    made = sface(align_for_sface(faces, batch["alignment"]))
-    return (1 - F.cosine_similarity(made, batch["identity_targets"], dim=1)).sum()
+    made = F.normalize(sface(align_for_sface(faces, batch["alignment"])), dim=1)
+    cosines = made @ F.normalize(batch["identity_targets"].to(made.dtype), dim=1).T  # (N, N): face i, vector j
+    others = (batch["people"][:, None] != batch["people"][None, :]).to(cosines.dtype)
+    return cosines.diagonal(), (cosines * others).sum(1) / others.sum(1).clamp(min=1)
+
+
+def identity_loss(own: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
+    """L_id's sum (module docstring) from identity_cosines' two cosines; compute_loss divides it by the batch."""
+    return (1 - own + others).sum()
 
 
 def compute_loss(unet: UNet2DConditionModel, batch: dict[str, torch.Tensor], scheduler: DDPMScheduler,
@@ -86,7 +98,8 @@ def compute_loss(unet: UNet2DConditionModel, batch: dict[str, torch.Tensor], sch
     of the samples with t <= pose_t_max, plus the identity loss on those with `identity_known`.
 
     batch: images (B, 3, S, S) in [-1, 1], class_labels (face_class_labels), states (B, L, D), mask (B, L); for the
-    identity loss also identity_known (B,), identity_targets (B, d), alignment (B, 2, 3), mirrored (B,)."""
+    identity loss also identity_known (B,), identity_targets (B, d), alignment (B, 2, 3), mirrored (B,),
+    people (B,): the photos' identities."""
     images = batch["images"]
     size = images.shape[0]
     noise = randn_tensor(images.shape, generator=generator, device=images.device, dtype=images.dtype)
@@ -107,10 +120,11 @@ def compute_loss(unet: UNet2DConditionModel, batch: dict[str, torch.Tensor], sch
     known = batch.get("identity_known")
     if identity_loss_weight and known is not None and known.any():
         x0 = predicted_x0(noisy[known], prediction[known], timesteps[known], scheduler).float()
-        rows = {k: batch[k][known] for k in ("alignment", "mirrored", "identity_targets")}
-        distance = identity_loss(x0, rows, sface)
-        loss = loss + identity_loss_weight * distance / size
-        extras["identity_cos"] = 1 - distance.item() / int(known.sum())
+        rows = {k: batch[k][known] for k in ("alignment", "mirrored", "identity_targets", "people")}
+        own, others = identity_cosines(x0, rows, sface)
+        loss = loss + identity_loss_weight * identity_loss(own, others) / size
+        extras["identity_cos"] = own.mean().item()
+        extras["identity_gap"] = (own - others).mean().item()  # how much the faces are their person, not anyone
     return loss, extras
 
 
@@ -172,7 +186,8 @@ def build_task(config: FaceTrainConfig) -> TrainingTask:
         drawn = {"images": batch["images"], "class_labels": labels, "states": states, "mask": mask}
         if sface is not None:
             drawn.update(identity_known=has_landmarks[batch["indices"]] & ~dropped, identity_targets=vectors,
-                         alignment=alignment[batch["indices"]], mirrored=batch["mirrored"])
+                         alignment=alignment[batch["indices"]], mirrored=batch["mirrored"],
+                         people=batch["identities"])
         return drawn
 
     def loss(model, batch, generator):
