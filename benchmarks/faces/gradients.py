@@ -22,8 +22,8 @@ from diffusers import UNet2DConditionModel
 
 from thermosynth.models.sface_network import SFaceNetwork
 from thermosynth.training.config import load_config
-from thermosynth.training.diffusion import pixel_noise_schedule, predicted_x0, prediction_target
-from thermosynth.training.faces import build_task, identity_cosines, identity_loss
+from thermosynth.training.diffusion import pixel_noise_schedule, prediction_target
+from thermosynth.training.faces import build_task, identity_loss, predicted_identity_cosines
 from thermosynth.training.loop import step_generator
 
 NOISE_BANDS = ((0, 300), (300, 700), (700, 1000))
@@ -62,10 +62,7 @@ def main() -> None:
         prediction = unet(noisy, timesteps, encoder_hidden_states=batch["states"],
                           encoder_attention_mask=batch["mask"], class_labels=batch["class_labels"]).sample
         mse = F.mse_loss(prediction, prediction_target(scheduler, images, noise, timesteps))
-        known = batch["identity_known"]
-        x0 = predicted_x0(noisy[known], prediction[known], timesteps[known], scheduler).float()
-        rows = {k: batch[k][known] for k in ("alignment", "mirrored", "identity_targets", "people")}
-        own, others = identity_cosines(x0, rows, sface)
+        own, others = predicted_identity_cosines(batch, noisy, prediction, timesteps, scheduler, sface)
         weighted = weight * identity_loss(own, others) / len(images)  # as compute_loss adds it
         print(f"| {low}-{high - 1} | {mse.item():.4f} | {gradient_norm(mse, params):.3f} | {weighted.item():.4f} | "
               f"{gradient_norm(weighted, params):.3f} | {own.mean().item():.3f} | {others.mean().item():.3f} |",

@@ -91,6 +91,16 @@ def identity_loss(own: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
     return (1 - own + others).sum()
 
 
+def predicted_identity_cosines(batch: dict[str, torch.Tensor], noisy: torch.Tensor, prediction: torch.Tensor,
+                               timesteps: torch.Tensor, scheduler: DDPMScheduler,
+                               sface: SFaceNetwork) -> tuple[torch.Tensor, torch.Tensor]:
+    """identity_cosines of the clean faces the UNet predicts, for the batch's samples with `identity_known`."""
+    known = batch["identity_known"]
+    x0 = predicted_x0(noisy[known], prediction[known], timesteps[known], scheduler).float()
+    rows = {k: batch[k][known] for k in ("alignment", "mirrored", "identity_targets", "people")}
+    return identity_cosines(x0, rows, sface)
+
+
 def compute_loss(unet: UNet2DConditionModel, batch: dict[str, torch.Tensor], scheduler: DDPMScheduler,
                  generator: torch.Generator, pose_loss_weight: float, pose_t_max: int,
                  identity_loss_weight: float = 0.0, sface: SFaceNetwork | None = None):
@@ -119,9 +129,7 @@ def compute_loss(unet: UNet2DConditionModel, batch: dict[str, torch.Tensor], sch
         extras["pose_ssim"] = -pose.item() * size / int(selected.sum())
     known = batch.get("identity_known")
     if identity_loss_weight and known is not None and known.any():
-        x0 = predicted_x0(noisy[known], prediction[known], timesteps[known], scheduler).float()
-        rows = {k: batch[k][known] for k in ("alignment", "mirrored", "identity_targets", "people")}
-        own, others = identity_cosines(x0, rows, sface)
+        own, others = predicted_identity_cosines(batch, noisy, prediction, timesteps, scheduler, sface)
         loss = loss + identity_loss_weight * identity_loss(own, others) / size
         extras["identity_cos"] = own.mean().item()
         extras["identity_gap"] = (own - others).mean().item()  # how much the faces are their person, not anyone
