@@ -15,8 +15,10 @@ generated face against the person's other real frontal photos (the gallery: ever
 - A probe in which dlib finds no face cannot verify: it counts as a failed genuine pair and a Rank-1 miss (the
   rates "over all probes"); the rates over detected probes alone are given too.
 - Controls from the same run: the same generator with the identity vector zeroed (what it makes for no one in
-  particular: near chance, i.e. VR close to the FAR), and real vs real (the conditioning photo as a frontal probe,
-  the person's four profile photos as profile probes): the ceiling.
+  particular: near chance, i.e. VR close to the FAR), real vs real (the conditioning photo as a frontal probe, the
+  person's four profile photos as profile probes): the ceiling, and the same real probes shrunk to the generator's
+  size as it sees its training photos, then enlarged as its faces are: the ceiling for a perfect generator of that
+  size.
 
 Generated faces (64 px) are enlarged to 128 px (bicubic) before dlib, CFP's photo size (dlib's HOG detector finds
 faces down to ~80 px, ~40 px with the one upsampling the encoder does). Writes results.json and grid.png
@@ -42,6 +44,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from thermosynth.data.augment import fit_to_size
 from thermosynth.data.errors import DataError
 from thermosynth.data.images import read_visible
 from thermosynth.evaluation.faces import verification_metrics
@@ -181,6 +184,11 @@ def main() -> None:
     results["profile"]["real vs real"] = scores([read_visible(p.path) for p in real_profiles],
                                                 np.array([p.identity for p in real_profiles]), gallery, gallery_ids,
                                                 dlib)
+    size = pipeline.config.image_size
+    for view, real in (("frontal", [chosen[i][0] for i in identities]), ("profile", [p.path for p in real_profiles])):
+        shrunk = [enlarge(Image.fromarray(fit_to_size(read_visible(path), (size, size))[0])) for path in real]
+        ids = np.array(identities) if view == "frontal" else np.array([p.identity for p in real_profiles])
+        results[view][f"real at {size} px vs real"] = scores(shrunk, ids, gallery, gallery_ids, dlib)
     seconds = time.perf_counter() - started
     training_s = max((m.get("elapsed_s", 0) for m in trained), default=0)
     summary = {
