@@ -54,9 +54,9 @@ from recipe import _half_text_encoder; _half_text_encoder(Path('.faces/minilm'))
     end=$((SECONDS + $2))
     while [ $SECONDS -lt "$end" ] && kill -0 "$(cat $run/pid)" 2>/dev/null; do sleep 10; done
     ;;
-  fetch)  # the run without its checkpoints, as one tar cut into parts of 15 MiB
-    if [ ! -d .faces/parts ]; then
-      mkdir -p .faces/parts
+  fetch)  # the run without its checkpoints, as one tar cut into parts of 15 MiB, made afresh by `fetch 0 ...`
+    if [ "$2" = 0 ] || [ ! -d .faces/parts ]; then
+      rm -rf .faces/parts && mkdir -p .faces/parts
       tar -cf - --exclude=checkpoints --exclude=pid -C .faces run | split -b 15M -d -a 3 - .faces/parts/part-
     fi
     ls -la .faces/parts
