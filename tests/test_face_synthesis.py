@@ -212,11 +212,16 @@ def test_synthesize_writes_every_pair_once_and_resumes_after_a_kill(face_pipelin
     for sub in ("visible", "thermal"):  # the same images, however the batches fell
         for path in (whole / sub).glob("*.png"):
             same = np.asarray(Image.open(path)).astype(int) - np.asarray(Image.open(resumed / sub / path.name))
-            assert np.abs(same).max() <= 1, path.name
+            assert np.abs(same).max() == 0, path.name  # each batch holds the same pairs as before
     assert not [p for p in resumed.rglob(".*") if p.is_file()]  # no temporary files left
 
     with pytest.raises(ValueError, match="other settings"):
         synthesize.synthesize_faces(paired, people, resumed, StubEncoder(), **{**settings, "per_view": 3})
+    assert {line["identity_guidance"] for line in lines} == {0.0}  # this model cannot be steered: off
+    with pytest.raises(ValueError, match="no frontal_landmarks"):  # said before anything is written
+        synthesize.synthesize_faces(paired, people, tmp_path / "steered", StubEncoder(), **settings,
+                                    identity_guidance=0.1)
+    assert not (tmp_path / "steered").exists()
 
 
 def test_synthesize_refuses_a_folder_without_photos(tmp_path):
@@ -293,3 +298,6 @@ def test_train_faces_on_a_few_cfp_identities_then_synthesize(tmp_path):
           "--thermal-steps", "2"])
     lines = (tmp_path / "pairs" / "metadata.jsonl").read_text().splitlines()
     assert sorted(json.loads(line)["view"] for line in lines) == ["frontal", "profile_left"]
+    template = json.loads((run / "pipeline" / "model_index.json").read_text())["frontal_landmarks"]
+    assert np.array(template).shape == (5, 2) and 0 < np.min(template) and np.max(template) < 64  # where faces sit
+    assert {json.loads(line)["identity_guidance"] for line in lines} == {0.1}  # steered by default

@@ -181,6 +181,8 @@ def test_identity_vectors_average_frontal_photos_list_the_unreadable_and_cache(t
 
 
 def test_face_images_fit_mirror_and_swap_profiles(tmp_path):
+    from dataclasses import replace
+
     from PIL import Image
 
     from thermosynth.data.faces import VIEW_INDEX, FaceImages, FacePhoto, IdentityVectors
@@ -196,6 +198,12 @@ def test_face_images_fit_mirror_and_swap_profiles(tmp_path):
     vectors = IdentityVectors({1: np.eye(4)[0], 2: np.eye(4)[1]}, [], "fake", {photos[0].path: own})  # 3: none
     data = FaceImages(photos, vectors, size=32)
     assert len(data) == 3 and data.left_out == [3] and data.images.shape == (3, 32, 32, 3)
+    assert data.frontal_template() is None  # no photo with landmarks: nothing to steer identity guidance by
+    points = np.array([[40.0, 30], [80, 30], [60, 50], [45, 70], [75, 70]])  # photo 0: 120 wide, 90 high
+    with_points = FaceImages(photos, replace(vectors, landmarks={photos[0].path: points}), size=32)
+    # fitted: 90 -> 32 high, 120 -> 43 wide, 5 columns cropped on the left
+    expected = points * [43 / 120, 32 / 90] - [5, 0]
+    assert np.allclose(with_points.frontal_template(), expected, atol=1e-4)
     assert torch.equal(data.vectors[:2], torch.tensor([own, np.eye(4)[0]]).float())
     batch = data.sample(64, torch.Generator().manual_seed(0))
     assert batch["images"].shape == (64, 3, 32, 32) and batch["images"].abs().max() <= 1

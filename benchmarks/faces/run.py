@@ -14,6 +14,9 @@ generated face against the person's other real frontal photos (the gallery: ever
   share of genuine pairs above them; Rank-1: the nearest gallery photo is the person's own.
 - A probe in which dlib finds no face cannot verify: it counts as a failed genuine pair and a Rank-1 miss (the
   rates "over all probes"); the rates over detected probes alone are given too.
+- The faces are sampled as the pipeline samples by default: with identity guidance where the model allows it (SFace's
+  gradient steering the frontal faces, pipelines/identity_guidance.py; `--identity-guidance 0` turns it off). With
+  it on, the same faces without it are measured too: what the UNet alone gives.
 - Controls from the same run: the same generator with the identity vector zeroed (what it makes for no one in
   particular: near chance, i.e. VR close to the FAR), real vs real (the conditioning photo as a frontal probe, the
   person's four profile photos as profile probes): the ceiling, and the same real probes shrunk to the generator's
@@ -72,12 +75,12 @@ def conditioning_photos(photos, encoder) -> dict[int, tuple[Path, np.ndarray]]:
 
 
 def generate(pipeline, vectors: np.ndarray, views: list[str], steps: int, guidance: float, seed: int,
-             batch_size: int) -> list[Image.Image]:
+             batch_size: int, identity_guidance: float | None) -> list[Image.Image]:
     made = []
     for start in tqdm(range(0, len(views), batch_size), desc="generate", leave=False):
         rows = range(start, min(start + batch_size, len(views)))
         made += pipeline(torch.from_numpy(vectors[list(rows)]), [views[i] for i in rows], num_inference_steps=steps,
-                         guidance_scale=guidance,
+                         guidance_scale=guidance, identity_guidance=identity_guidance,
                          generator=[torch.Generator().manual_seed(seed + i) for i in rows]).images
     return made
 
@@ -126,6 +129,8 @@ def main() -> None:
     parser.add_argument("out", help="where results.json, RESULTS.md and grid.png go")
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--guidance", type=float, default=2.0)
+    parser.add_argument("--identity-guidance", type=float,
+                        help="SFace identity guidance's step (default: the model's; 0: off)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scheduler", default="ddim", choices=("ddim", "dpm++"))
     parser.add_argument("--batch-size", type=int, default=30)
@@ -153,8 +158,14 @@ def main() -> None:
     probe_ids = np.repeat(identities, len(VIEWS) * args.per_view)
     views = [v for _ in identities for v in VIEWS for _ in range(args.per_view)]
     vectors = np.stack([chosen[i][1] for i in probe_ids])
-    generated = generate(pipeline, vectors, views, args.steps, args.guidance, args.seed, args.batch_size)
-    control = generate(pipeline, np.zeros_like(vectors), views, args.steps, args.guidance, args.seed, args.batch_size)
+    sample = dict(steps=args.steps, guidance=args.guidance, seed=args.seed, batch_size=args.batch_size)
+    identity_guidance = pipeline.identity_guidance(args.identity_guidance)
+    generated = generate(pipeline, vectors, views, **sample, identity_guidance=args.identity_guidance)
+    # The zero vector is no one in particular: identity guidance has no direction for it (a zero gradient).
+    control = generate(pipeline, np.zeros_like(vectors), views, **sample, identity_guidance=0)
+    # With identity guidance, the UNet's faces without it too: what training alone gives.
+    unguided = (generate(pipeline, vectors, views, **sample, identity_guidance=0)
+                if identity_guidance is not None else None)
 
     # How far the identity moves the generator: mean absolute pixel difference (0..255) from the zero-identity face
     # made from the same noise, per view.
@@ -173,7 +184,10 @@ def main() -> None:
     frontal = np.array([v == "frontal" for v in views])
     real_profiles = [p for p in photos if p.view != "frontal" and p.identity in chosen]
     results = {"frontal": {}, "profile": {}}
-    for name, images in (("generated", generated), ("zero identity", control)):
+    made = {"generated": generated, "zero identity": control}
+    if unguided is not None:
+        made = {"generated": generated, "generated without identity guidance": unguided, "zero identity": control}
+    for name, images in made.items():
         enlarged = [enlarge(im) for im in images]
         results["frontal"][name] = scores([e for e, f in zip(enlarged, frontal, strict=True) if f],
                                           probe_ids[frontal], gallery, gallery_ids, dlib)
@@ -202,7 +216,8 @@ def main() -> None:
                      # runs before the identity loss existed have no such field: they trained without it
                      "identity_loss_weight": config.get("identity_loss_weight", 0.0)},
         "sampling": {"per_view": args.per_view, "steps": args.steps, "guidance": args.guidance, "seed": args.seed,
-                     "scheduler": args.scheduler},
+                     "scheduler": args.scheduler,
+                     "identity_guidance": identity_guidance.scale if identity_guidance is not None else 0.0},
         "evaluation_minutes": round(seconds / 60, 1),
         "hardware": f"{cpu_name()}, {torch.get_num_threads()} threads, no GPU",
         "command": "python " + " ".join(sys.argv),

@@ -274,7 +274,7 @@ def cmd_synthesize_faces(args: argparse.Namespace) -> None:
         per_view=args.per_view, seed=args.seed, batch_size=args.batch_size, largest_face=args.largest_face,
         face_model=args.model, thermal_model=args.thermal_model, num_inference_steps=args.steps,
         guidance_scale=args.guidance, thermal_inference_steps=args.thermal_steps,
-        thermal_guidance_scale=args.thermal_guidance)
+        thermal_guidance_scale=args.thermal_guidance, identity_guidance=args.identity_guidance)
     skipped = f"; {counts['skipped_people']} without a readable face listed in {out / 'skipped.jsonl'}" \
         if counts["skipped_people"] else ""
     print(f"{counts['written']} pairs written, {counts['already_done']} already there, for {counts['people']} "
@@ -383,6 +383,9 @@ def build_parser() -> argparse.ArgumentParser:
     faces.add_argument("--identity-model", help="the ArcFace .onnx, for a generator conditioned on ArcFace")
     faces.add_argument("--steps", type=_positive_int, help="face sampling steps (default: the model's, or 25)")
     faces.add_argument("--guidance", type=float, help="face guidance scale (default: the model's, or 2)")
+    faces.add_argument("--identity-guidance", type=float,
+                       help="steer frontal faces towards the person with SFace's gradient: step size (default: the "
+                            "model's, 0.1 for thermosynth's pixel-space models; 0: off)")
     faces.add_argument("--thermal-steps", type=_positive_int, help=STEPS_HELP)
     faces.add_argument("--thermal-guidance", type=float, help="V2T guidance scale (default: the model's)")
     faces.add_argument("--thermal-size", type=_positive_int,

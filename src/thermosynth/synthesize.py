@@ -9,8 +9,11 @@ Photos of each person in; for every person, view and sample a visible face and i
 
 Resumable: a pair counts as done once its metadata line is written (after both images, each written atomically),
 so a killed run, re-run, makes exactly the missing pairs; nothing is lost or written twice. Each pair's noise comes
-from (seed, person, view, k), one generator per pair through both stages, so batching and resumption do not change
-which image a pair gets.
+from (seed, person, view, k), one generator per pair through both stages, and the pairs fall into the same batches
+on every run (fixed slices of the list of all pairs; a slice with some pairs done is made whole again and only its
+missing pairs written), so resumption does not change which image a pair gets. This matters with identity guidance:
+SFace's gradient turns the rounding that differs between batch compositions into differences of several grey levels;
+without it, another --batch-size changes the images within rounding.
 """
 
 from __future__ import annotations
@@ -141,13 +144,16 @@ def synthesize_faces(
     guidance_scale: float | None = None,
     thermal_inference_steps: int | None = None,
     thermal_guidance_scale: float | None = None,
+    identity_guidance: float | None = None,
 ) -> dict[str, int]:
     """Write the paired data set into `out` (see the module's docstring); returns counts: written, already_done,
-    people, skipped_people."""
+    people, skipped_people. `identity_guidance`: as IdentityFacePipeline takes it (None: the model's default)."""
     views = check_views(views)
     if per_view < 1 or batch_size < 1:
         raise ValueError("per_view and batch_size must be at least 1")
     people = read_people(photos)
+    steering = pipeline.faces.identity_guidance(identity_guidance)  # refused here, before any work, if it cannot
+    identity_guidance = steering.scale if steering is not None else 0.0
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise DataError(f"{out}: a file, not a folder. Give --out a folder (it is created if missing).")
@@ -158,7 +164,7 @@ def synthesize_faces(
                 "per_view": per_view, "seed": seed, "largest_face": largest_face,
                 "num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale,
                 "thermal_inference_steps": thermal_inference_steps, "thermal_guidance_scale": thermal_guidance_scale,
-                "thermal_size": pipeline.thermal_size}
+                "thermal_size": pipeline.thermal_size, "identity_guidance": identity_guidance}
     _check_settings(out, settings)
 
     vectors, skipped = {}, []
@@ -175,20 +181,26 @@ def synthesize_faces(
     jobs = [PairJob(person, view, k, pair_seed(seed, person, view, k))
             for person in vectors for view in views for k in range(per_view)]
     todo = [job for job in jobs if job.name not in done]
+    batches = [jobs[start : start + batch_size] for start in range(0, len(jobs), batch_size)]
     logger.info("%d people (%d skipped), %d pairs: %d done before, %d to make", len(vectors), len(skipped),
                 len(jobs), len(jobs) - len(todo), len(todo))
     versions = {"face_model": face_model, "face_model_fingerprint": settings["face_model_fingerprint"],
-                "thermal_model": thermal_model, "identity_encoder": encoder.name, "thermosynth": __version__}
+                "thermal_model": thermal_model, "identity_encoder": encoder.name,
+                "identity_guidance": identity_guidance, "thermosynth": __version__}
     with tqdm(total=len(todo), desc="synthesize faces") as progress, (out / METADATA).open("a") as metadata:
-        for start in range(0, len(todo), batch_size):
-            batch = todo[start : start + batch_size]
+        for batch in batches:
+            if all(job.name in done for job in batch):
+                continue
             captions = [face_caption(job.view) for job in batch]
             visible, thermal = pipeline(
                 torch.from_numpy(np.stack([vectors[job.person] for job in batch])), [job.view for job in batch],
                 captions, generator=[torch.Generator().manual_seed(job.seed) for job in batch],
                 num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                thermal_inference_steps=thermal_inference_steps, thermal_guidance_scale=thermal_guidance_scale)
+                thermal_inference_steps=thermal_inference_steps, thermal_guidance_scale=thermal_guidance_scale,
+                identity_guidance=identity_guidance)
             for job, caption, face, heat in zip(batch, captions, visible, thermal, strict=True):
+                if job.name in done:  # made again only to keep the batch as it was
+                    continue
                 atomic_write(out / "visible" / f"{job.name}.png", lambda tmp, im=face: im.save(tmp, format="PNG"))
                 atomic_write(out / "thermal" / f"{job.name}.png", lambda tmp, im=heat: im.save(tmp, format="PNG"))
                 metadata.write(json.dumps({"file_name": f"visible/{job.name}.png",
@@ -197,6 +209,6 @@ def synthesize_faces(
                                            **versions}) + "\n")
                 metadata.flush()
                 os.fsync(metadata.fileno())
-            progress.update(len(batch))
+                progress.update(1)
     return {"written": len(todo), "already_done": len(jobs) - len(todo), "people": len(vectors),
             "skipped_people": len(skipped)}

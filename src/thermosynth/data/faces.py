@@ -232,6 +232,13 @@ class FaceImages:
     def __len__(self) -> int:
         return len(self.views)
 
+    def frontal_template(self) -> list[list[float]] | None:
+        """The mean five landmarks of the photos that have them (frontal photos with their own vector), in the
+        fitted image's pixels: where a generated frontal face's features sit, for identity guidance. None without
+        any."""
+        known = ~self.landmarks.isnan().any(dim=(1, 2))
+        return self.landmarks[known].mean(0).tolist() if known.any() else None
+
     def sample(self, batch_size: int, generator) -> dict:
         """images (B, 3, S, S) in [-1, 1], identity vectors (B, d), view classes (B,) (VIEW_INDEX) after mirroring,
         whether each was mirrored (B,), identities (B,), and the photos' indices (B,) (self.photos)."""

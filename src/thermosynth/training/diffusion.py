@@ -28,8 +28,9 @@ def prediction_target(scheduler: DDPMScheduler, clean: torch.Tensor, noise: torc
                       timesteps: torch.Tensor) -> torch.Tensor:
     """What the UNet learns to predict under `scheduler`: the noise, or for "v_prediction" the velocity
     v = sqrt(abar_t) eps - sqrt(1 - abar_t) x0 (Salimans & Ho 2022)."""
-    if scheduler.config.prediction_type == "v_prediction":
-        return scheduler.get_velocity(clean, noise, timesteps)
+    if scheduler.config.prediction_type == "v_prediction":  # by formula: not every sampler has get_velocity
+        abar = scheduler.alphas_cumprod.to(clean.device)[timesteps].view(-1, 1, 1, 1).to(clean.dtype)
+        return abar.sqrt() * noise - (1 - abar).sqrt() * clean
     return noise
 
 

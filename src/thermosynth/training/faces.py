@@ -205,7 +205,8 @@ def build_task(config: FaceTrainConfig) -> TrainingTask:
     def pipeline_for(model):
         sampler = DDIMScheduler.from_config(scheduler.config, timestep_spacing="trailing")
         return IdentityFacePipeline(model, sampler, text_encoder, tokenizer, image_size=config.image_size,
-                                    identity_dim=int(faces.vectors.shape[1]), identity_encoder=encoder.name)
+                                    identity_dim=int(faces.vectors.shape[1]), identity_encoder=encoder.name,
+                                    frontal_landmarks=faces.frontal_template())
 
     # Validation: four training identities (spread over the range), a real photo then each view generated.
     shown = sorted(set(faces.identities.tolist()))
@@ -218,7 +219,8 @@ def build_task(config: FaceTrainConfig) -> TrainingTask:
         identity = torch.stack([faces.vectors[r] for r in references]).repeat_interleave(len(VIEWS), dim=0)
         views = [v for _ in references for v in VIEWS]
         made = pipeline(identity, views, num_inference_steps=config.validation_inference_steps,
-                        generator=torch.Generator().manual_seed(config.seed), output_type="pt").images
+                        generator=torch.Generator().manual_seed(config.seed), output_type="pt",
+                        identity_guidance=0).images  # what the UNet learnt, without SFace's steering
         rows = [[tensor_to_rgb(visible_to_tensor(faces.images[r].numpy()))]
                 + [tensor_to_rgb(m) for m in made[k * len(VIEWS):(k + 1) * len(VIEWS)]]
                 for k, r in enumerate(references)]
