@@ -67,6 +67,26 @@ def tiny_pipeline():
     return pipeline
 
 
+def tiny_face_pipeline(identity_dim: int, frontal_landmarks: list | None = None):
+    """An IdentityFacePipeline with a random tiny UNet reading the packaged MiniLM, at 32 px."""
+    from diffusers import DDIMScheduler
+
+    from thermosynth.data.faces import VIEWS
+    from thermosynth.models.configs import build_face_unet
+    from thermosynth.models.text_encoders import load_text_encoder
+    from thermosynth.pipelines import IdentityFacePipeline
+    from thermosynth.training.diffusion import pixel_noise_schedule
+
+    tokenizer, text_encoder = load_text_encoder()
+    torch.manual_seed(0)
+    unet = build_face_unet("tiny", text_encoder.config.hidden_size, len(VIEWS), identity_dim).eval()
+    scheduler = DDIMScheduler.from_config(pixel_noise_schedule().config, timestep_spacing="trailing")
+    pipeline = IdentityFacePipeline(unet, scheduler, text_encoder, tokenizer, image_size=32,
+                                    identity_dim=identity_dim, frontal_landmarks=frontal_landmarks)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
 @pytest.fixture(scope="session")
 def tiny_pipeline_dir(tiny_pipeline, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("pipeline")

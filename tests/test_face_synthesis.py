@@ -10,29 +10,16 @@ import torch
 from PIL import Image
 
 from thermosynth.data.errors import DataError
-from thermosynth.data.faces import VIEWS, face_caption
+from thermosynth.data.faces import face_caption
 from thermosynth.models.identity import FaceIdentity
 
-from conftest import SHARED_DATA, requires_shared_data
+from conftest import SHARED_DATA, requires_shared_data, tiny_face_pipeline
 
 
 @pytest.fixture(scope="module")
 def face_pipeline():
-    """An IdentityFacePipeline with a random tiny UNet reading the packaged MiniLM, at 32 px, 16-d identities."""
-    from diffusers import DDIMScheduler
-
-    from thermosynth.models.configs import build_face_unet
-    from thermosynth.models.text_encoders import load_text_encoder
-    from thermosynth.pipelines import IdentityFacePipeline
-    from thermosynth.training.diffusion import pixel_noise_schedule
-
-    tokenizer, text_encoder = load_text_encoder()
-    torch.manual_seed(0)
-    unet = build_face_unet("tiny", text_encoder.config.hidden_size, len(VIEWS), 16).eval()
-    scheduler = DDIMScheduler.from_config(pixel_noise_schedule().config, timestep_spacing="trailing")
-    pipeline = IdentityFacePipeline(unet, scheduler, text_encoder, tokenizer, image_size=32, identity_dim=16)
-    pipeline.set_progress_bar_config(disable=True)
-    return pipeline
+    """A tiny random face generator taking 16-d identities, without a frontal template (no identity guidance)."""
+    return tiny_face_pipeline(16)
 
 
 def _faces(pipeline, identity, views, guidance=2.0, seed=0):

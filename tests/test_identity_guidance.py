@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from thermosynth.data.faces import VIEWS
+from conftest import tiny_face_pipeline
 
 
 class ShiftedFaces:
@@ -94,23 +94,8 @@ def test_identity_guidance_moves_a_face_towards_the_target_vector():
 
 @pytest.fixture(scope="module")
 def sface_face_pipeline():
-    """A random tiny face generator taking 128-d SFace vectors, at 32 px, with a frontal template."""
-    from diffusers import DDIMScheduler
-
-    from thermosynth.models.configs import build_face_unet
-    from thermosynth.models.text_encoders import load_text_encoder
-    from thermosynth.pipelines import IdentityFacePipeline
-    from thermosynth.training.diffusion import pixel_noise_schedule
-
-    tokenizer, text_encoder = load_text_encoder()
-    torch.manual_seed(0)
-    unet = build_face_unet("tiny", text_encoder.config.hidden_size, len(VIEWS), 128).eval()
-    scheduler = DDIMScheduler.from_config(pixel_noise_schedule().config, timestep_spacing="trailing")
-    template = [[10.0, 10.0], [22.0, 10.0], [16.0, 17.0], [11.0, 23.0], [21.0, 23.0]]
-    pipeline = IdentityFacePipeline(unet, scheduler, text_encoder, tokenizer, image_size=32, identity_dim=128,
-                                    frontal_landmarks=template)
-    pipeline.set_progress_bar_config(disable=True)
-    return pipeline
+    """A tiny random face generator taking 128-d SFace vectors, with a frontal template for its 32-px faces."""
+    return tiny_face_pipeline(128, [[10.0, 10.0], [22.0, 10.0], [16.0, 17.0], [11.0, 23.0], [21.0, 23.0]])
 
 
 def test_face_pipeline_steers_frontal_faces_only_where_it_can(sface_face_pipeline, tmp_path):
