@@ -1,0 +1,111 @@
+"""V2T sampling: latency at batch 1 and throughput at larger batches, thermosynth's pipeline against a plain diffusers
+sampling loop on the same networks (issue 12).
+
+    python benchmarks/perf/sampling.py                                  # the shipped v2t-roadscene, 256 px
+    python benchmarks/perf/sampling.py --batch-sizes 1 --steps 20 --repeats 3   # the 2-core CPU figure
+
+For each batch size and step count: the wall time of one whole translation (encode the visible image, DDIM with
+classifier-free guidance at the model card's scale, decode), median of --repeats after one untimed call, for
+`VisibleToThermalPipeline` and for the loop a diffusers user writes with the same autoencoder, UNet and scheduler
+(thermosynth's codec conventions, which the pipeline would not match otherwise, are the only thing they share). Both
+in --dtype on --device. One JSON line per setting is appended to results.jsonl beside this script, with the machine,
+versions and command; the table is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import torch
+from train_throughput import RESULTS, machine, synchronize  # one home for the machine and results file
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@torch.no_grad()
+def reference_translate(pipeline, visible: torch.Tensor, steps: int, guidance: float,
+                        generator: torch.Generator) -> torch.Tensor:
+    """The plain loop: encode, DDIM with CFG (conditional and zeroed condition in one batch), decode."""
+    from thermosynth.models.latent_codec import LatentCodec, v2t_unet_input
+    from thermosynth.models.stable_diffusion import v2t_prediction
+
+    codec, unet, scheduler = LatentCodec(pipeline.vae), pipeline.unet, pipeline.scheduler
+    condition = codec.encode(visible).to(unet.dtype)
+    condition = torch.cat([condition, torch.zeros_like(condition)])
+    latents = torch.randn((visible.shape[0], pipeline.vae.config.latent_channels, *condition.shape[2:]),
+                          generator=generator, device=visible.device, dtype=unet.dtype)
+    scheduler.set_timesteps(steps, device=visible.device)
+    prompt_states = None if pipeline.prompt_embedding is None else pipeline.prompt_embedding(condition.shape[0])
+    for t in scheduler.timesteps:
+        prediction = v2t_prediction(unet, v2t_unet_input(torch.cat([latents] * 2), condition), t, prompt_states)
+        cond, uncond = prediction.chunk(2)
+        latents = scheduler.step(uncond + guidance * (cond - uncond), t, latents).prev_sample
+    return codec.decode_thermal(latents).cpu()  # as the pipeline hands its images back
+
+
+def timed(call, device: str, repeats: int) -> float:
+    call()  # untimed: first-call allocations
+    times = []
+    for _ in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        call()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="v2t-roadscene", help="a V2T model: shipped name or folder")
+    parser.add_argument("--resolution", type=int, default=256)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16, 64])
+    parser.add_argument("--steps", type=int, nargs="+", default=[10, 20, 50])
+    parser.add_argument("--guidance", type=float, help="CFG scale (default: the model card's)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", choices=tuple(DTYPES), help="default: bf16 on CUDA, fp32 on the CPU")
+    args = parser.parse_args()
+    import diffusers
+
+    from thermosynth.pipelines import load_pipeline, prepare_for_inference
+    from thermosynth.pipelines.common import sampling_settings
+
+    dtype = args.dtype or ("bf16" if args.device.startswith("cuda") else "fp32")
+    pipeline = prepare_for_inference(load_pipeline(args.model), args.device, "ddim", dtype)
+    guidance = args.guidance if args.guidance is not None else sampling_settings(pipeline, None, None)[1]
+    if guidance <= 1:
+        guidance = 3.0  # the comparison is about guided sampling (two UNet passes a step)
+    print("| batch | steps | thermosynth s | plain loop s | ratio | thermosynth images/s |\n|---|---|---|---|---|---|")
+    for batch in args.batch_sizes:
+        visible = torch.rand(batch, 3, args.resolution, args.resolution, device=args.device) * 2 - 1
+        for steps in args.steps:
+            def ours_call(visible=visible, steps=steps):
+                return pipeline(visible, num_inference_steps=steps, guidance_scale=guidance, output_type="pt",
+                                generator=torch.Generator().manual_seed(0))
+
+            def reference_call(visible=visible, steps=steps):
+                return reference_translate(pipeline, visible.to(pipeline.unet.dtype), steps, guidance,
+                                           torch.Generator(args.device).manual_seed(0))
+
+            ours, reference = timed(ours_call, args.device, args.repeats), timed(reference_call, args.device,
+                                                                                 args.repeats)
+            row = {"question": "v2t sampling", "model": args.model, "resolution": args.resolution, "batch_size": batch,
+                   "steps": steps, "guidance": guidance, "dtype": dtype, "thermosynth_s": round(ours, 4),
+                   "reference_s": round(reference, 4), "ratio": round(ours / reference, 3),
+                   "thermosynth_images_per_s": round(batch / ours, 3), "device": machine(args.device),
+                   "threads": torch.get_num_threads(), "torch": torch.__version__,
+                   "diffusers": diffusers.__version__, "command": "python " + " ".join(sys.argv),
+                   "date": time.strftime("%Y-%m-%d")}
+            with RESULTS.open("a") as results:
+                results.write(json.dumps(row) + "\n")
+            print(f"| {batch} | {steps} | {ours:.3f} | {reference:.3f} | {row['ratio']:.2f} | "
+                  f"{row['thermosynth_images_per_s']:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

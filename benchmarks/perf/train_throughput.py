@@ -1,0 +1,209 @@
+"""V2T training throughput: thermosynth's training loop against a plain diffusers loop on the same UNet (issue 12).
+
+    python benchmarks/perf/train_throughput.py --preset base --resolution 256 --batch-size 32 --mixed-precision bf16
+    python benchmarks/perf/train_throughput.py --preset tiny --resolution 64 --batch-size 4 --steps 6 --warmup 2  # CPU
+
+Both sides train the preset's V2T UNet on latents of the same shape, from the same start, for `--warmup` untimed
+steps then `--steps` timed ones:
+
+- thermosynth: `thermosynth.training.v2t.train` itself (cached latents, EMA, clipping, its logging), on a synthetic
+  paired folder written here (random aligned scenes, --resolution px), with the shipped autoencoder; images/s from
+  the loop's own `images_per_s` log of the timed steps.
+- reference: the plain loop a diffusers user writes: the same UNet, random latents and condition, DDPMScheduler
+  noise, MSE, torch AdamW, eager, autocast as --mixed-precision says.
+
+MFU: FLOPs of one training step counted by torch's FlopCounterMode on the reference step (forward and backward of the
+UNet; the same network and shapes on both sides), times steps per second, over a matmul peak measured here
+(bf16 4096^3 on CUDA, fp32 on the CPU), so the figure is against this machine's measured ceiling, not a data sheet.
+Peak memory: CUDA's max allocated; on the CPU, the process's peak resident set. One JSON line per run is appended to
+results.jsonl beside this script, with the machine, versions and command; the table is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+RESULTS = Path(__file__).with_name("results.jsonl")
+AUTOENCODER = Path(__file__).parents[2] / "src" / "thermosynth" / "pretrained" / "autoencoder"
+
+
+def synthetic_pairs(root: Path, count: int, size: int) -> Path:
+    """visible/ and thermal/ with `count` aligned random scenes of size x size (a warm block on a gradient)."""
+    rng = np.random.default_rng(0)
+    (root / "visible").mkdir(parents=True)
+    (root / "thermal").mkdir()
+    for i in range(count):
+        visible = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+        thermal = np.tile(np.linspace(40, 120, size, dtype=np.uint8)[:, None], (1, size))
+        top, left = rng.integers(0, size // 2, 2)
+        thermal[top : top + size // 3, left : left + size // 3] = 220
+        Image.fromarray(visible).save(root / "visible" / f"{i:04d}.png")
+        Image.fromarray(thermal).save(root / "thermal" / f"{i:04d}.png")
+    return root
+
+
+def matmul_peak(device: str) -> float:
+    """FLOP/s of a large matmul: bf16 on CUDA, fp32 on the CPU (the ceiling the MFU is taken against)."""
+    n, dtype = (4096, torch.bfloat16) if device.startswith("cuda") else (1024, torch.float32)
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    synchronize(device)
+    repeats = 50 if device.startswith("cuda") else 10
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    synchronize(device)
+    return 2 * n**3 * repeats / (time.perf_counter() - start)
+
+
+def machine(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name()
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def peak_memory_gib(device: str) -> float:
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # kB on Linux
+
+
+def reference_run(args, device: str) -> tuple[float, float]:
+    """The plain diffusers loop: (images/s over the timed steps, FLOPs of one step)."""
+    from diffusers import DDPMScheduler
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from thermosynth.models.configs import build_v2t_unet
+
+    torch.manual_seed(0)
+    unet = build_v2t_unet(args.architecture).to(device).train()
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-4)
+    scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+    side = args.resolution // 8  # the autoencoder's factor
+    channels = unet.config.in_channels // 2
+    autocast = torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=args.mixed_precision == "bf16")
+
+    def step():
+        target = torch.randn(args.batch_size, channels, side, side, device=device)
+        condition = torch.randn_like(target)
+        noise = torch.randn_like(target)
+        timesteps = torch.randint(0, 1000, (args.batch_size,), device=device)
+        with autocast:
+            prediction = unet(torch.cat([scheduler.add_noise(target, noise, timesteps), condition], 1),
+                              timesteps).sample
+        loss = F.mse_loss(prediction.float(), noise)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    for _ in range(args.warmup):
+        step()
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    synchronize(device)
+    return args.batch_size * args.steps / (time.perf_counter() - start), float(counter.get_total_flops())
+
+
+def thermosynth_run(args, device: str, work: Path) -> float:
+    """thermosynth's own V2T training: images/s as its loop logs them, over the timed steps."""
+    from thermosynth.training import make_config, train
+    from thermosynth.training.config import DataConfig
+
+    data = synthetic_pairs(work / "pairs", max(args.batch_size, 8), args.resolution)
+    config = make_config("v2t", args.preset, output_dir=str(work / "run"), data=DataConfig(paths=[str(data)]),
+                         autoencoder=str(args.autoencoder), architecture=args.architecture,
+                         batch_size=args.batch_size, crop_size=args.resolution, steps=args.warmup + args.steps,
+                         mixed_precision=args.mixed_precision, log_every=1, validate_every=10**9,
+                         checkpoint_every=10**9)
+    train(config)
+    logged = [json.loads(line) for line in (work / "run" / "metrics.jsonl").read_text().splitlines()]
+    timed = [m for m in logged if "images_per_s" in m and m["step"] > args.warmup]
+    if not timed:
+        raise RuntimeError(f"no timed steps logged in {work / 'run' / 'metrics.jsonl'}")
+    first, last = timed[0], timed[-1]
+    steps = last["step"] - first["step"]
+    if steps <= 0:  # one timed step: its own rate
+        return first["images_per_s"]
+    return args.batch_size * steps / (last["elapsed_s"] - first["elapsed_s"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="base", help="the V2T preset whose UNet is trained (tiny, base, sd15...)")
+    parser.add_argument("--architecture", help="the UNet architecture (default: the preset's)")
+    parser.add_argument("--resolution", type=int, default=256, help="image side in pixels (latents are 1/8)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=50, help="timed steps")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed steps first")
+    parser.add_argument("--mixed-precision", default="no", choices=("no", "bf16"))
+    parser.add_argument("--autoencoder", default=AUTOENCODER, help="the frozen autoencoder (default: the shipped)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    from thermosynth.training.config import PRESETS
+
+    args.architecture = args.architecture or PRESETS["v2t"][args.preset]["architecture"]
+    import diffusers
+
+    peak = matmul_peak(args.device)
+    if args.device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    reference_ips, flops_per_step = reference_run(args, args.device)
+    reference_memory = peak_memory_gib(args.device)
+    if args.device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    with tempfile.TemporaryDirectory() as work:
+        ours_ips = thermosynth_run(args, args.device, Path(work))
+    ours_memory = peak_memory_gib(args.device)
+    flops_per_image = flops_per_step / args.batch_size
+    row = {
+        "question": "v2t training throughput", "preset": args.preset, "architecture": args.architecture,
+        "resolution": args.resolution, "batch_size": args.batch_size, "mixed_precision": args.mixed_precision,
+        "timed_steps": args.steps, "warmup_steps": args.warmup,
+        "thermosynth_images_per_s": round(ours_ips, 3), "reference_images_per_s": round(reference_ips, 3),
+        "ratio": round(ours_ips / reference_ips, 3),
+        "train_gflop_per_image": round(flops_per_image / 1e9, 2), "measured_peak_tflops": round(peak / 1e12, 2),
+        "thermosynth_mfu": round(ours_ips * flops_per_image / peak, 4),
+        "reference_mfu": round(reference_ips * flops_per_image / peak, 4),
+        # on the CPU the resident peak is the process's, so the second figure includes the first run's
+        "reference_peak_memory_gib": round(reference_memory, 2), "thermosynth_peak_memory_gib": round(ours_memory, 2),
+        "device": machine(args.device),
+        "threads": torch.get_num_threads(), "torch": torch.__version__, "diffusers": diffusers.__version__,
+        "command": "python " + " ".join(sys.argv),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    with RESULTS.open("a") as results:
+        results.write(json.dumps(row) + "\n")
+    print("| side | images/s | MFU | peak memory GiB |\n|---|---|---|---|")
+    print(f"| thermosynth | {ours_ips:.2f} | {row['thermosynth_mfu']:.1%} | {ours_memory:.2f} |")
+    print(f"| plain diffusers loop | {reference_ips:.2f} | {row['reference_mfu']:.1%} | {reference_memory:.2f} |")
+    print(f"ratio {row['ratio']:.2f}; {row['train_gflop_per_image']} GFLOP a training image; measured peak "
+          f"{row['measured_peak_tflops']} TFLOP/s; {row['device']}")
+
+
+if __name__ == "__main__":
+    main()
