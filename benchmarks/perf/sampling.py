@@ -19,6 +19,7 @@ import json
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import torch
 from train_throughput import RESULTS, machine, synchronize  # one home for the machine and results file
@@ -59,7 +60,7 @@ def timed(call, device: str, repeats: int) -> float:
     return statistics.median(times)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="v2t-roadscene", help="a V2T model: shipped name or folder")
     parser.add_argument("--resolution", type=int, default=256)
@@ -69,7 +70,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=tuple(DTYPES), help="default: bf16 on CUDA, fp32 on the CPU")
-    args = parser.parse_args()
+    parser.add_argument("--results", type=Path, default=RESULTS, help="the JSON-lines file rows are appended to")
+    args = parser.parse_args(argv)
     import diffusers
 
     from thermosynth.pipelines import load_pipeline, prepare_for_inference
@@ -101,7 +103,7 @@ def main() -> None:
                    "threads": torch.get_num_threads(), "torch": torch.__version__,
                    "diffusers": diffusers.__version__, "command": "python " + " ".join(sys.argv),
                    "date": time.strftime("%Y-%m-%d")}
-            with RESULTS.open("a") as results:
+            with args.results.open("a") as results:
                 results.write(json.dumps(row) + "\n")
             print(f"| {batch} | {steps} | {ours:.3f} | {reference:.3f} | {row['ratio']:.2f} | "
                   f"{row['thermosynth_images_per_s']:.2f} |", flush=True)

@@ -152,7 +152,7 @@ def thermosynth_run(args, device: str, work: Path) -> float:
     return args.batch_size * steps / (last["elapsed_s"] - first["elapsed_s"])
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="base", help="the V2T preset whose UNet is trained (tiny, base, sd15...)")
     parser.add_argument("--architecture", help="the UNet architecture (default: the preset's)")
@@ -163,7 +163,8 @@ def main() -> None:
     parser.add_argument("--mixed-precision", default="no", choices=("no", "bf16"))
     parser.add_argument("--autoencoder", default=AUTOENCODER, help="the frozen autoencoder (default: the shipped)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args()
+    parser.add_argument("--results", type=Path, default=RESULTS, help="the JSON-lines file rows are appended to")
+    args = parser.parse_args(argv)
     from thermosynth.training.config import PRESETS
 
     args.architecture = args.architecture or PRESETS["v2t"][args.preset]["architecture"]
@@ -196,7 +197,7 @@ def main() -> None:
         "command": "python " + " ".join(sys.argv),
         "date": time.strftime("%Y-%m-%d"),
     }
-    with RESULTS.open("a") as results:
+    with args.results.open("a") as results:
         results.write(json.dumps(row) + "\n")
     print("| side | images/s | MFU | peak memory GiB |\n|---|---|---|---|")
     print(f"| thermosynth | {ours_ips:.2f} | {row['thermosynth_mfu']:.1%} | {ours_memory:.2f} |")
