@@ -18,13 +18,15 @@ def perf_scripts(monkeypatch):
         sys.modules.pop(name, None)
 
 
-def test_training_throughput_measures_both_loops(perf_scripts, tmp_path):
+@pytest.mark.parametrize("task", ["v2t", "t2ir"])
+def test_training_throughput_measures_both_loops(perf_scripts, tmp_path, task):
     import train_throughput
 
     results = tmp_path / "results.jsonl"
-    train_throughput.main(["--preset", "tiny", "--resolution", "32", "--batch-size", "2", "--steps", "2",
-                           "--warmup", "1", "--device", "cpu", "--results", str(results)])
+    train_throughput.main(["--task", task, "--preset", "tiny", "--resolution", "32", "--batch-size", "2", "--steps",
+                           "2", "--warmup", "1", "--device", "cpu", "--results", str(results)])
     (row,) = [json.loads(line) for line in results.read_text().splitlines()]
+    assert row["question"] == f"{task} training throughput"
     assert row["thermosynth_images_per_s"] > 0 and row["reference_images_per_s"] > 0
     assert row["ratio"] == pytest.approx(row["thermosynth_images_per_s"] / row["reference_images_per_s"], rel=0.01)
     assert row["train_gflop_per_image"] > 0 and 0 < row["thermosynth_mfu"] < 1

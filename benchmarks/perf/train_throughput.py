@@ -1,16 +1,20 @@
-"""V2T training throughput: thermosynth's training loop against a plain diffusers loop on the same UNet (issue 12).
+"""Training throughput (V2T or T2IR): thermosynth's training loop against a plain diffusers loop on the same UNet
+(issue 12).
 
     python benchmarks/perf/train_throughput.py --preset base --resolution 256 --batch-size 32 --mixed-precision bf16
     python benchmarks/perf/train_throughput.py --preset tiny --resolution 64 --batch-size 4 --steps 6 --warmup 2  # CPU
+    python benchmarks/perf/train_throughput.py --task t2ir --preset base --resolution 256 --mixed-precision bf16
 
-Both sides train the preset's V2T UNet on latents of the same shape, from the same start, for `--warmup` untimed
-steps then `--steps` timed ones:
+Both sides train the preset's UNet on latents of the same shape, from the same start, for `--warmup` untimed steps
+then `--steps` timed ones:
 
-- thermosynth: `thermosynth.training.v2t.train` itself (cached latents, EMA, clipping, its logging), on a synthetic
-  paired folder written here (random aligned scenes, --resolution px), with the shipped autoencoder; images/s from
-  the loop's own `images_per_s` log of the timed steps.
-- reference: the plain loop a diffusers user writes: the same UNet, random latents and condition, DDPMScheduler
-  noise, MSE, torch AdamW, eager, autocast as --mixed-precision says.
+- thermosynth: `thermosynth.training.v2t.train` / `t2ir.train` itself (cached latents, EMA, clipping, its logging;
+  for T2IR the cached text states and the thermal-mask loss through the decoder), on a synthetic folder written here
+  (random aligned scenes, or thermal images with a caption each, --resolution px square), with the shipped
+  autoencoder and, for T2IR, the packaged MiniLM; images/s from the loop's own `images_per_s` log of the timed steps.
+- reference: the plain loop a diffusers user writes: the same UNet, random latents (and condition, or text states of
+  MiniLM's width), DDPMScheduler noise, MSE, torch AdamW, eager, autocast as --mixed-precision says. For T2IR its
+  ratio to thermosynth's therefore also holds the mask loss's cost.
 
 MFU: FLOPs of one training step counted by torch's FlopCounterMode on the reference step (forward and backward of the
 UNet; the same network and shapes on both sides), times steps per second, over a matmul peak measured here
@@ -39,18 +43,27 @@ RESULTS = Path(__file__).with_name("results.jsonl")
 AUTOENCODER = Path(__file__).parents[2] / "src" / "thermosynth" / "pretrained" / "autoencoder"
 
 
-def synthetic_pairs(root: Path, count: int, size: int) -> Path:
-    """visible/ and thermal/ with `count` aligned random scenes of size x size (a warm block on a gradient)."""
+TEXT_WIDTH, TEXT_TOKENS = 384, 16  # the packaged MiniLM's states; the reference's random captions' length
+
+
+def synthetic_data(root: Path, task: str, count: int, size: int) -> Path:
+    """`count` random scenes of size x size, a warm block on a gradient: visible/ and thermal/ pairs (v2t), or
+    thermal/ with a metadata.jsonl caption each (t2ir)."""
     rng = np.random.default_rng(0)
-    (root / "visible").mkdir(parents=True)
-    (root / "thermal").mkdir()
+    (root / "thermal").mkdir(parents=True)
+    captions = []
     for i in range(count):
-        visible = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
         thermal = np.tile(np.linspace(40, 120, size, dtype=np.uint8)[:, None], (1, size))
         top, left = rng.integers(0, size // 2, 2)
         thermal[top : top + size // 3, left : left + size // 3] = 220
-        Image.fromarray(visible).save(root / "visible" / f"{i:04d}.png")
         Image.fromarray(thermal).save(root / "thermal" / f"{i:04d}.png")
+        if task == "v2t":
+            (root / "visible").mkdir(exist_ok=True)
+            visible = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+            Image.fromarray(visible).save(root / "visible" / f"{i:04d}.png")
+        captions.append({"file_name": f"thermal/{i:04d}.png", "text": "a warm block on a road, thermal image"})
+    if task == "t2ir":
+        (root / "metadata.jsonl").write_text("".join(json.dumps(c) + "\n" for c in captions))
     return root
 
 
@@ -94,14 +107,15 @@ def reference_run(args, device: str) -> tuple[float, float]:
     from diffusers import DDPMScheduler
     from torch.utils.flop_counter import FlopCounterMode
 
-    from thermosynth.models.configs import build_v2t_unet
+    from thermosynth.models.configs import build_t2ir_unet, build_v2t_unet
 
     torch.manual_seed(0)
-    unet = build_v2t_unet(args.architecture).to(device).train()
+    unet = (build_v2t_unet(args.architecture) if args.task == "v2t"
+            else build_t2ir_unet(args.architecture, TEXT_WIDTH)).to(device).train()
     optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-4)
     scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
     side = args.resolution // 8  # the autoencoder's factor
-    channels = unet.config.in_channels // 2
+    channels = unet.config.in_channels // 2 if args.task == "v2t" else unet.config.in_channels
     autocast = torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=args.mixed_precision == "bf16")
 
     def step():
@@ -109,9 +123,13 @@ def reference_run(args, device: str) -> tuple[float, float]:
         condition = torch.randn_like(target)
         noise = torch.randn_like(target)
         timesteps = torch.randint(0, 1000, (args.batch_size,), device=device)
+        noisy = scheduler.add_noise(target, noise, timesteps)
         with autocast:
-            prediction = unet(torch.cat([scheduler.add_noise(target, noise, timesteps), condition], 1),
-                              timesteps).sample
+            if args.task == "v2t":
+                prediction = unet(torch.cat([noisy, condition], 1), timesteps).sample
+            else:
+                states = torch.randn(args.batch_size, TEXT_TOKENS, TEXT_WIDTH, device=device)
+                prediction = unet(noisy, timesteps, encoder_hidden_states=states).sample
         loss = F.mse_loss(prediction.float(), noise)
         loss.backward()
         optimizer.step()
@@ -130,14 +148,15 @@ def reference_run(args, device: str) -> tuple[float, float]:
 
 
 def thermosynth_run(args, device: str, work: Path) -> float:
-    """thermosynth's own V2T training: images/s as its loop logs them, over the timed steps."""
+    """thermosynth's own training of the task: images/s as its loop logs them, over the timed steps."""
     from thermosynth.training import make_config, train
     from thermosynth.training.config import DataConfig
 
-    data = synthetic_pairs(work / "pairs", max(args.batch_size, 8), args.resolution)
-    config = make_config("v2t", args.preset, output_dir=str(work / "run"), data=DataConfig(paths=[str(data)]),
+    data = synthetic_data(work / "data", args.task, max(args.batch_size, 8), args.resolution)
+    size = {"crop_size": args.resolution} if args.task == "v2t" else {"image_size": (args.resolution, args.resolution)}
+    config = make_config(args.task, args.preset, output_dir=str(work / "run"), data=DataConfig(paths=[str(data)]),
                          autoencoder=str(args.autoencoder), architecture=args.architecture,
-                         batch_size=args.batch_size, crop_size=args.resolution, steps=args.warmup + args.steps,
+                         batch_size=args.batch_size, steps=args.warmup + args.steps, **size,
                          mixed_precision=args.mixed_precision, log_every=1, validate_every=10**9,
                          checkpoint_every=10**9)
     train(config)
@@ -154,7 +173,8 @@ def thermosynth_run(args, device: str, work: Path) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="base", help="the V2T preset whose UNet is trained (tiny, base, sd15...)")
+    parser.add_argument("--task", default="v2t", choices=("v2t", "t2ir"))
+    parser.add_argument("--preset", default="base", help="the task's preset whose UNet is trained (tiny, base...)")
     parser.add_argument("--architecture", help="the UNet architecture (default: the preset's)")
     parser.add_argument("--resolution", type=int, default=256, help="image side in pixels (latents are 1/8)")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -167,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     from thermosynth.training.config import PRESETS
 
-    args.architecture = args.architecture or PRESETS["v2t"][args.preset]["architecture"]
+    args.architecture = args.architecture or PRESETS[args.task][args.preset]["architecture"]
     import diffusers
 
     peak = matmul_peak(args.device)
@@ -182,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
     ours_memory = peak_memory_gib(args.device)
     flops_per_image = flops_per_step / args.batch_size
     row = {
-        "question": "v2t training throughput", "preset": args.preset, "architecture": args.architecture,
+        "question": f"{args.task} training throughput", "preset": args.preset, "architecture": args.architecture,
         "resolution": args.resolution, "batch_size": args.batch_size, "mixed_precision": args.mixed_precision,
         "timed_steps": args.steps, "warmup_steps": args.warmup,
         "thermosynth_images_per_s": round(ours_ips, 3), "reference_images_per_s": round(reference_ips, 3),
