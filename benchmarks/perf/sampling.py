@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from train_throughput import RESULTS, machine, synchronize  # one home for the machine and results file
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+from thermosynth.pipelines import INFERENCE_DTYPES
 
 
 @torch.no_grad()
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--guidance", type=float, help="CFG scale (default: the model card's)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", choices=tuple(DTYPES), help="default: bf16 on CUDA, fp32 on the CPU")
+    parser.add_argument("--dtype", choices=tuple(INFERENCE_DTYPES), help="default: bf16 on CUDA, fp32 on the CPU")
     parser.add_argument("--results", type=Path, default=RESULTS, help="the JSON-lines file rows are appended to")
     args = parser.parse_args(argv)
     import diffusers
