@@ -1,8 +1,9 @@
 """Running on several processes: one home for how thermosynth asks accelerate which process it is.
 
 A command started plainly runs as one process and every helper here is a no-op. Started by `accelerate launch`
-(or torchrun) it runs once per process: training averages gradients across them (DDP; the training loop refuses FSDP
-and DeepSpeed), and `translate`, `generate` and `evaluate` split their inputs so each process makes a contiguous share.
+(or torchrun) it runs once per process: training averages gradients across them (DDP, or FSDP2 with everything
+sharded: training/sharding.py), and `translate`, `generate` and `evaluate` split their inputs so each process makes a
+contiguous share.
 Every output depends only on its input and seed, never on which process made it, so N processes write exactly
 the files one process writes.
 """

@@ -16,6 +16,8 @@ from diffusers.training_utils import EMAModel
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from thermosynth.training.sharding import whole, whole_state_with
+
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_PREFIX = "step-"
@@ -44,18 +46,18 @@ def _flatten(prefix: str, values: dict, tensors: dict, scalars: dict) -> None:
         if isinstance(value, dict):
             _flatten(name, value, tensors, scalars)
         elif isinstance(value, torch.Tensor):
-            tensors[name] = value.detach().to("cpu", copy=True).contiguous()  # bitsandbytes shares qmaps
+            tensors[name] = whole(value).detach().to("cpu", copy=True).contiguous()  # bitsandbytes shares qmaps
         else:
             scalars[name] = value
 
 
-def _save_optimizer(optimizer: torch.optim.Optimizer, folder: Path) -> None:
+def _optimizer_files(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """The optimizer's state as whole tensors by dotted name, and the JSON beside them."""
     state = optimizer.state_dict()
     tensors, scalars = {}, {}
     for index, values in state["state"].items():
         _flatten(str(index), values, tensors, scalars)
-    save_file(tensors, folder / "optimizer.safetensors")
-    (folder / "optimizer.json").write_text(json.dumps({"param_groups": state["param_groups"], "scalars": scalars}))
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
 
 
 def _load_optimizer(optimizer: torch.optim.Optimizer, folder: Path) -> None:
@@ -72,16 +74,24 @@ def _load_optimizer(optimizer: torch.optim.Optimizer, folder: Path) -> None:
 
 def save_checkpoint(
     run_dir: Path, step: int, model: torch.nn.Module, ema: EMAModel, optimizer: torch.optim.Optimizer, keep: int,
-    elapsed_s: float = 0.0,
+    elapsed_s: float = 0.0, write: bool = True,
 ) -> Path:
+    """Write checkpoint `step` atomically and drop all but the last `keep`. Under FSDP every process calls it,
+    because the shards are gathered into whole tensors, and only the one with `write` writes."""
     folder = Path(run_dir) / "checkpoints"
     final = folder / f"{CHECKPOINT_PREFIX}{step:07d}"
+    weights = whole_state_with(model, {})
+    ema_shadow, ema_settings = _ema_file(ema, list(trained_parameters(model)))
+    optimizer_tensors, optimizer_json = _optimizer_files(optimizer)
+    if not write:
+        return final
     tmp = folder / f".{final.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
-    _save_ema(ema, list(trained_parameters(model)), tmp / "ema.safetensors")
-    _save_optimizer(optimizer, tmp)
+    save_file({k: v.contiguous() for k, v in weights.items()}, tmp / "model.safetensors")
+    save_file(ema_shadow, tmp / "ema.safetensors", metadata=ema_settings)
+    save_file(optimizer_tensors, tmp / "optimizer.safetensors")
+    (tmp / "optimizer.json").write_text(json.dumps(optimizer_json))
     (tmp / "state.json").write_text(json.dumps({"step": step, "elapsed_s": elapsed_s}))
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
@@ -90,13 +100,13 @@ def save_checkpoint(
     return final
 
 
-def _save_ema(ema: EMAModel, names: list[str], path: Path) -> None:
-    """EMAModel.state_dict() in one safetensors file: the shadow weights by parameter name, the settings and step
-    count as JSON in the file's metadata."""
+def _ema_file(ema: EMAModel, names: list[str]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """EMAModel.state_dict() for one safetensors file: the whole shadow weights by parameter name, and the settings
+    and step count as JSON for the file's metadata."""
     state = ema.state_dict()
     shadow = state.pop("shadow_params")
-    save_file({n: p.detach().contiguous().cpu() for n, p in zip(names, shadow, strict=True)}, path,
-              metadata={"ema": json.dumps(state)})
+    tensors = {n: whole(p).detach().contiguous().cpu() for n, p in zip(names, shadow, strict=True)}
+    return tensors, {"ema": json.dumps(state)}
 
 
 def _load_ema(ema: EMAModel, names: list[str], path: Path, state_json: dict) -> None:

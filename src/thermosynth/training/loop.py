@@ -7,6 +7,7 @@ seeded by (seed, rank, step, micro-step), so a resumed run replays exactly what 
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -36,6 +37,7 @@ from thermosynth.training.checkpoint import (
     trained_parameters,
 )
 from thermosynth.training.config import TrainConfig, load_config
+from thermosynth.training.sharding import shard_like, shard_optimizer_state, whole_state_with
 
 logger = logging.getLogger(__name__)
 
@@ -178,26 +180,60 @@ class _ModelWithLoss(torch.nn.Module):
         return self.compute_loss(self.model, batch, generator)
 
 
-def _with_ema_weights(model: torch.nn.Module, ema: EMAModel, fn: Callable[[], object]):
-    ema.store(trained_parameters(model).values())
-    ema.copy_to(trained_parameters(model).values())
-    try:
-        with torch.no_grad():
-            return fn()
-    finally:
-        ema.restore(trained_parameters(model).values())
+class EmaWeights:
+    """Runs code on the trained model holding its EMA weights, on the main process.
+
+    Unsharded, the EMA is copied into the model and taken out again. Under FSDP no process holds a whole model, and
+    the sharded model only runs with every process in step, so the shards are gathered (every process calls `run`)
+    into a whole copy of the model that the main process keeps on the CPU for this."""
+
+    def __init__(self, model: torch.nn.Module, ema: EMAModel, accelerator: Accelerator):
+        self.model, self.ema, self.accelerator = model, ema, accelerator
+        self.sharded = accelerator.distributed_type == DistributedType.FSDP
+        self.whole_copy = copy.deepcopy(model) if self.sharded and accelerator.is_main_process else None
+
+    def run(self, fn: Callable[[torch.nn.Module], object]):
+        """fn(model with the EMA weights) on the main process; its result there, None elsewhere."""
+        if self.sharded:
+            names = trained_parameters(self.model)
+            state = whole_state_with(self.model, dict(zip(names, self.ema.shadow_params, strict=True)))
+            if self.whole_copy is None:
+                return None
+            self.whole_copy.load_state_dict(state)
+            self.whole_copy.to(self.accelerator.device).eval()
+            try:
+                with torch.no_grad():
+                    return fn(self.whole_copy)
+            finally:
+                self.whole_copy.to("cpu")
+        if not self.accelerator.is_main_process:
+            return None
+        parameters = trained_parameters(self.model).values()
+        self.ema.store(parameters)
+        self.ema.copy_to(parameters)
+        training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                return fn(self.model)
+        finally:
+            self.ema.restore(parameters)
+            self.model.train(training)
 
 
-def _export(task: TrainingTask, model: torch.nn.Module, ema: EMAModel, run_dir: Path) -> Path:
+def _export(task: TrainingTask, ema_weights: EmaWeights, run_dir: Path) -> Path:
+    """Write the EMA weights into <run>/<export_name> atomically (every process calls it; the main one writes)."""
     final = run_dir / task.export_name
     tmp = run_dir / f".{task.export_name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.eval()
-    logger.info("exporting the EMA weights to %s", final)
-    _with_ema_weights(model, ema, lambda: task.export(model, tmp))
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    logger.info("exported %s", final)
+    main = ema_weights.accelerator.is_main_process
+    if main:
+        shutil.rmtree(tmp, ignore_errors=True)
+        logger.info("exporting the EMA weights to %s", final)
+    ema_weights.run(lambda ema_model: task.export(ema_model, tmp))
+    if main:
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        logger.info("exported %s", final)
     return final
 
 
@@ -229,10 +265,11 @@ def run_training(task: TrainingTask) -> Path:
         cpu=uses_cpu(), log_with=[JsonLinesTracker(run_dir / "metrics.jsonl", start), "tensorboard"],
         project_dir=run_dir,  # TensorBoard, when installed, logs to <run>/tensorboard
     )
-    if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
-        # EMA, checkpoints and exports read each parameter whole in every process; sharding would corrupt them
-        raise ValueError(f"{accelerator.distributed_type.value} is not supported by thermosynth's training loop: "
-                         "launch with DDP (`accelerate launch --multi_gpu`); every preset fits one GPU's memory.")
+    sharded = accelerator.distributed_type == DistributedType.FSDP
+    if accelerator.distributed_type == DistributedType.DEEPSPEED or (sharded and not accelerator.is_fsdp2):
+        # the loop shards its EMA and optimizer state the way FSDP2 shards the weights (training/sharding.py)
+        raise ValueError(f"{'FSDP1' if sharded else 'DeepSpeed'} is not supported by thermosynth's training loop: "
+                         "launch with DDP (`accelerate launch --multi_gpu`) or FSDP2 (`--use_fsdp --fsdp_version 2`).")
     model = task.model.train()
     if any(p.dtype != torch.float32 for p in model.parameters()):  # a no-op cast still warns in diffusers
         model.float()
@@ -245,20 +282,26 @@ def run_training(task: TrainingTask) -> Path:
     if checkpoints:
         load_checkpoint(checkpoints[-1], model, ema, optimizer)
         logger.info("resuming %s from step %d (%.0f s trained)", run_dir, start, elapsed)
+    ema_weights = EmaWeights(model, ema, accelerator)  # before `prepare`, which shards the model under FSDP
+    export = run_dir / task.export_name
     if start >= config.steps or budget_spent(config, elapsed):
         logger.info("%s already trained for %d steps", run_dir, start)
         if budget_spent(config, elapsed):
             config.steps = start
             prepare_run_dir(config)
-        export = run_dir / task.export_name
-        if not export.is_dir() and accelerator.is_main_process:
-            _export(task, model, ema, run_dir)
+        if not export.is_dir():
+            _export(task, ema_weights, run_dir)
         accelerator.wait_for_everyone()
         return export
 
+    whole_optimizer_state = optimizer.state_dict() if sharded else None  # `prepare` drops it under FSDP
     trained, optimizer = accelerator.prepare(_ModelWithLoss(model, task.compute_loss), optimizer)
-    raw_model = accelerator.unwrap_model(trained).model
+    assert accelerator.unwrap_model(trained).model is model  # DDP wraps the wrapper; FSDP2 shards in place
     ema.to(accelerator.device)
+    if sharded:  # each process keeps the shards of the EMA and the optimizer state that match its weights
+        parameters = list(trained_parameters(model).values())
+        ema.shadow_params = [shard_like(s, p) for s, p in zip(ema.shadow_params, parameters, strict=True)]
+        optimizer.optimizer.load_state_dict(shard_optimizer_state(whole_optimizer_state, parameters))
     if accelerator.is_main_process:
         logger.info("training on %d process%s (%s, %s)", accelerator.num_processes,
                     "es" if accelerator.num_processes > 1 else "", accelerator.distributed_type.value,
@@ -293,7 +336,7 @@ def run_training(task: TrainingTask) -> Path:
                 "--lr, --mixed-precision no, or check the data for broken images. Re-running resumes from "
                 f"{kept[-1].name if kept else 'the start'}."
             )
-        ema.step(trained_parameters(raw_model).values())
+        ema.step(trained_parameters(model).values())
         window_loss += value
         window_steps += 1
         progress.update(1)
@@ -313,23 +356,22 @@ def run_training(task: TrainingTask) -> Path:
             progress.set_postfix(loss=f"{values['loss']:.4f}")
             window_start, window_loss, window_steps = time.perf_counter(), 0.0, 0
         if done % config.validate_every == 0 or last:
+            grid = run_dir / "samples" / f"step-{done:07d}.png"
             if accelerator.is_main_process:
-                raw_model.eval()
-                grid = run_dir / "samples" / f"step-{done:07d}.png"
                 logger.info("step %d: validating with the EMA weights (sampling a grid into %s)", done, grid)
                 grid.parent.mkdir(exist_ok=True)
-                metrics = _with_ema_weights(raw_model, ema, lambda: task.validate(raw_model, grid))  # noqa: B023
+            metrics = ema_weights.run(lambda ema_model: task.validate(ema_model, grid))  # noqa: B023
+            if accelerator.is_main_process:
                 accelerator.log({f"val/{k}": v for k, v in metrics.items()}, step=done)
-                raw_model.train()
         if done % config.checkpoint_every == 0 or last:
             accelerator.wait_for_everyone()
-            if accelerator.is_main_process:
-                save_checkpoint(run_dir, done, raw_model, ema, optimizer.optimizer, config.keep_checkpoints, elapsed)
+            if accelerator.is_main_process or sharded:
+                save_checkpoint(run_dir, done, model, ema, optimizer.optimizer, config.keep_checkpoints, elapsed,
+                                write=accelerator.is_main_process)
         if last:
             break
     progress.close()
     accelerator.wait_for_everyone()
-    accelerator.end_training()  # closes the trackers
-    if not accelerator.is_main_process:
-        return run_dir / task.export_name
-    return _export(task, raw_model, ema, run_dir)
+    final = _export(task, ema_weights, run_dir)
+    accelerator.end_training()  # closes the trackers and the process group (which the export may gather over)
+    return final
