@@ -353,3 +353,27 @@ def test_adam_8bit_without_bitsandbytes_says_how_to_install(trained, tmp_path, m
     with pytest.raises(ImportError, match=r"pip install 'thermosynth\[adam8bit\]'"):
         train(make_config("v2t", "tiny", output_dir=str(tmp_path / "run"), data=config.data,
                           autoencoder=config.autoencoder, adam_8bit=True, **V2T_FAST))
+
+
+def test_compile_switch_compiles_the_unet_and_trains_the_same_weights(trained, tmp_path, monkeypatch):
+    """`compile_unet` compiles the UNet in place: it trains and exports what the eager run of the fixture does.
+    torch.compile runs with the eager backend here (dynamo traces the UNet, no kernels are generated): the wiring is
+    what is tested, the speed is benchmarks/perf's."""
+    compiled = []
+    original = torch.nn.Module.compile
+
+    def compile_eagerly(module, *args, **kwargs):
+        compiled.append(type(module).__name__)
+        original(module, backend="eager")
+
+    monkeypatch.setattr(torch.nn.Module, "compile", compile_eagerly)
+    config = make_config("v2t", "tiny", output_dir=str(tmp_path / "v2t"), data=trained["v2t_config"].data,
+                         autoencoder=trained["v2t_config"].autoencoder, compile_unet=True, **V2T_FAST)
+    exported = train(config)
+    assert compiled == ["UNet2DModel"]
+    eager = load_file(trained["pipeline"] / "unet" / "diffusion_pytorch_model.safetensors")
+    ours = load_file(exported / "unet" / "diffusion_pytorch_model.safetensors")
+    assert ours.keys() == eager.keys()
+    for key in eager:
+        torch.testing.assert_close(ours[key], eager[key], rtol=0, atol=1e-6)
+    assert (tmp_path / "v2t" / "samples" / "step-0000004.png").is_file()

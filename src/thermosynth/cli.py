@@ -85,6 +85,9 @@ def _add_model_source_arguments(parser: argparse.ArgumentParser, init_from: str,
                         help=f"with --init-from: train rank-R {lora}, the pretrained UNet frozen (much less memory)")
     parser.add_argument("--gradient-checkpointing", action="store_true",
                         help="recompute the UNet's activations in the backward pass: less memory, one more forward")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the UNet: faster training steps on a GPU after a compile of a minute or "
+                        "more at the start (and at the first validation)")
     _add_normalization_arguments(parser, "with --init-from; otherwise the autoencoder's")
 
 
@@ -100,7 +103,8 @@ def _training_config(task: str, args: argparse.Namespace):
         extra["init_from"] = args.init_from
     if task in ("v2t", "t2ir"):
         extra.update(autoencoder=str(Path(args.autoencoder)) if args.autoencoder else None, init_from=args.init_from,
-                     lora_rank=args.lora_rank, gradient_checkpointing=args.gradient_checkpointing or None)
+                     lora_rank=args.lora_rank, gradient_checkpointing=args.gradient_checkpointing or None,
+                     compile_unet=args.compile or None)
     if task == "v2t":
         extra["prediction_type"] = args.prediction_type
     if task == "t2ir":

@@ -146,6 +146,7 @@ class V2TTrainConfig(TrainConfig):
     init_from: str | None = None
     lora_rank: int | None = None  # with init_from: train LoRA adapters (and conv_in) instead of the whole UNet
     gradient_checkpointing: bool = False  # recompute the UNet's activations in the backward pass: less memory
+    compile_unet: bool = False  # torch.compile the UNet: faster steps after a compile at the start (GPU)
     condition_dropout: float = 0.1  # LaPIG / classifier-free guidance: train the unconditional model too
     num_train_timesteps: int = 1000
     prediction_type: str = "epsilon"  # or "v_prediction", on a zero-terminal-SNR schedule (training/diffusion.py)
@@ -191,6 +192,7 @@ class T2IRTrainConfig(TrainConfig):
     init_from: str | None = None
     lora_rank: int | None = None  # with init_from: train LoRA adapters instead of the whole UNet
     gradient_checkpointing: bool = False  # recompute the UNet's activations in the backward pass: less memory
+    compile_unet: bool = False  # torch.compile the UNet: faster steps after a compile at the start (GPU)
     # The packaged MiniLM, or a CLIP folder / hub id. With init_from: that model's own CLIP unless another encoder
     # is named, which then reaches the pretrained UNet through a learned projection. "" until resolved.
     text_encoder: str = ""

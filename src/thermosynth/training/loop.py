@@ -193,7 +193,12 @@ class EmaWeights:
         self.whole_copy = copy.deepcopy(model) if self.sharded and accelerator.is_main_process else None
 
     def run(self, fn: Callable[[torch.nn.Module], object]):
-        """fn(model with the EMA weights) on the main process; its result there, None elsewhere."""
+        """fn(model with the EMA weights) on the main process; its result there, None elsewhere. A compiled UNet
+        runs eagerly here: a validation grid is too little work to pay for compiling sampling's shapes."""
+        with torch.compiler.set_stance("force_eager"):
+            return self._run(fn)
+
+    def _run(self, fn: Callable[[torch.nn.Module], object]):
         if self.sharded:
             names = trained_parameters(self.model)
             state = whole_state_with(self.model, dict(zip(names, self.ema.shadow_params, strict=True)))
@@ -275,8 +280,10 @@ def run_training(task: TrainingTask) -> Path:
         model.float()
     parameters = list(trained_parameters(model).values())
     ema = EMAModel(parameters, decay=config.ema_decay, model_cls=type(model), model_config=model.config)
+    # torch's fused AdamW kernel on a GPU: one launch for all parameters (not tried here on FSDP's DTensors)
+    fused = {"fused": True} if accelerator.device.type == "cuda" and not config.adam_8bit and not sharded else {}
     optimizer = adamw_class(config)(parameters, lr=config.learning_rate, weight_decay=config.weight_decay,
-                                    betas=(config.adam_beta1, 0.999))
+                                    betas=(config.adam_beta1, 0.999), **fused)
     set_learning_rate = learning_rate_schedule(optimizer, config)
 
     if checkpoints:

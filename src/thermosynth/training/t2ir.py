@@ -213,6 +213,8 @@ def build_task(config: T2IRTrainConfig) -> TrainingTask:
     text_encoder.to(device)
     if config.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
+    if config.compile_unet:  # in place: the parameters, their names and the EMA's view of them stay
+        unet.compile()
     if config.decoder_checkpointing:
         vae.enable_gradient_checkpointing()
     multiple = LatentCodec(vae).size_multiple(unet)

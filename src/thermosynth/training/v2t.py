@@ -124,6 +124,8 @@ def build_task(config: V2TTrainConfig) -> TrainingTask:
         scheduler = noise_schedule(config.num_train_timesteps, config.prediction_type)
     if config.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
+    if config.compile_unet:  # in place: the parameters, their names and the EMA's view of them stay
+        unet.compile()
     vae.to(device)
     codec = LatentCodec(vae)
     multiple = codec.size_multiple(unet)
