@@ -280,8 +280,9 @@ def run_training(task: TrainingTask) -> Path:
         model.float()
     parameters = list(trained_parameters(model).values())
     ema = EMAModel(parameters, decay=config.ema_decay, model_cls=type(model), model_config=model.config)
-    # torch's fused AdamW kernel on a GPU: one launch for all parameters (not tried here on FSDP's DTensors)
-    fused = {"fused": True} if accelerator.device.type == "cuda" and not config.adam_8bit and not sharded else {}
+    # torch's fused AdamW kernel (one launch for all parameters on a GPU), on every device so that the path the GPU
+    # takes is the one the CPU tests run
+    fused = {} if config.adam_8bit else {"fused": True}
     optimizer = adamw_class(config)(parameters, lr=config.learning_rate, weight_decay=config.weight_decay,
                                     betas=(config.adam_beta1, 0.999), **fused)
     set_learning_rate = learning_rate_schedule(optimizer, config)
