@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from thermosynth.training.diffusion import predicted_x0, prediction_target
+from thermosynth.training.diffusion import predicted_x0, prediction_target, signal_level
 
 STEPS = 2  # gradient steps on x0_hat per denoising step
 T_MIN = 400  # the last steps (t < T_MIN, of 1000) denoise without guidance
@@ -82,7 +82,7 @@ class IdentityGuidance:
             return sample, prediction
         timesteps = torch.full((int(rows.sum()),), int(t), device=sample.device, dtype=torch.long)
         x0 = predicted_x0(sample[rows], prediction[rows], timesteps, scheduler)
-        abar = scheduler.alphas_cumprod.to(sample.device)[int(t)].to(sample.dtype)
+        abar = signal_level(scheduler, timesteps, sample)
         noise = (sample[rows] - abar.sqrt() * x0) / (1 - abar).sqrt()
         moved = self.move(x0.clamp(-1, 1), targets[rows], step)
         sample, prediction = sample.clone(), prediction.clone()

@@ -16,7 +16,7 @@ from diffusers.training_utils import EMAModel
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from thermosynth.training.sharding import whole, whole_state_with
+from thermosynth.training.sharding import whole, whole_state
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def save_checkpoint(
     because the shards are gathered into whole tensors, and only the one with `write` writes."""
     folder = Path(run_dir) / "checkpoints"
     final = folder / f"{CHECKPOINT_PREFIX}{step:07d}"
-    weights = whole_state_with(model, {})
+    weights = whole_state(model)
     ema_shadow, ema_settings = _ema_file(ema, list(trained_parameters(model)))
     optimizer_tensors, optimizer_json = _optimizer_files(optimizer)
     if not write:

@@ -24,12 +24,18 @@ def noise_schedule(num_train_timesteps: int = 1000, prediction_type: str = "epsi
     )
 
 
+def signal_level(scheduler: DDPMScheduler, timesteps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """abar_t, the cumulative product of alphas, of each timestep (B,) as (B, 1, 1, 1) on `like`'s device and dtype:
+    x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps."""
+    return scheduler.alphas_cumprod.to(like.device)[timesteps].view(-1, 1, 1, 1).to(like.dtype)
+
+
 def prediction_target(scheduler: DDPMScheduler, clean: torch.Tensor, noise: torch.Tensor,
                       timesteps: torch.Tensor) -> torch.Tensor:
     """What the UNet learns to predict under `scheduler`: the noise, or for "v_prediction" the velocity
     v = sqrt(abar_t) eps - sqrt(1 - abar_t) x0 (Salimans & Ho 2022)."""
     if scheduler.config.prediction_type == "v_prediction":  # by formula: not every sampler has get_velocity
-        abar = scheduler.alphas_cumprod.to(clean.device)[timesteps].view(-1, 1, 1, 1).to(clean.dtype)
+        abar = signal_level(scheduler, timesteps, clean)
         return abar.sqrt() * noise - (1 - abar).sqrt() * clean
     return noise
 
@@ -38,7 +44,7 @@ def predicted_x0(noisy: torch.Tensor, prediction: torch.Tensor, timesteps: torch
                  scheduler: DDPMScheduler) -> torch.Tensor:
     """The clean image (or latent) the UNet's prediction implies: x0_hat = (x_t - sqrt(1 - abar_t) eps_hat) /
     sqrt(abar_t) for noise, x0_hat = sqrt(abar_t) x_t - sqrt(1 - abar_t) v_hat for velocity."""
-    abar = scheduler.alphas_cumprod.to(noisy.device)[timesteps].view(-1, 1, 1, 1).to(noisy.dtype)
+    abar = signal_level(scheduler, timesteps, noisy)
     if scheduler.config.prediction_type == "v_prediction":
         return abar.sqrt() * noisy - (1 - abar).sqrt() * prediction
     return (noisy - (1 - abar).sqrt() * prediction) / abar.sqrt()

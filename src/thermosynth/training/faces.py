@@ -202,11 +202,13 @@ def build_task(config: FaceTrainConfig) -> TrainingTask:
         return compute_loss(model, batch, scheduler, generator, config.pose_loss_weight, config.pose_t_max,
                             config.identity_loss_weight, sface)
 
+    frontal_landmarks = faces.frontal_template()
+
     def pipeline_for(model):
         sampler = DDIMScheduler.from_config(scheduler.config, timestep_spacing="trailing")
         return IdentityFacePipeline(model, sampler, text_encoder, tokenizer, image_size=config.image_size,
                                     identity_dim=int(faces.vectors.shape[1]), identity_encoder=encoder.name,
-                                    frontal_landmarks=faces.frontal_template())
+                                    frontal_landmarks=frontal_landmarks)
 
     # Validation: four training identities (spread over the range), a real photo then each view generated.
     shown = sorted(set(faces.identities.tolist()))

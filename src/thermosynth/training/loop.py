@@ -37,7 +37,7 @@ from thermosynth.training.checkpoint import (
     trained_parameters,
 )
 from thermosynth.training.config import TrainConfig, load_config
-from thermosynth.training.sharding import shard_like, shard_optimizer_state, whole_state_with
+from thermosynth.training.sharding import shard_like, shard_optimizer_state, whole_state
 
 logger = logging.getLogger(__name__)
 
@@ -201,7 +201,7 @@ class EmaWeights:
     def _run(self, fn: Callable[[torch.nn.Module], object]):
         if self.sharded:
             names = trained_parameters(self.model)
-            state = whole_state_with(self.model, dict(zip(names, self.ema.shadow_params, strict=True)))
+            state = whole_state(self.model, dict(zip(names, self.ema.shadow_params, strict=True)))
             if self.whole_copy is None:
                 return None
             self.whole_copy.load_state_dict(state)

@@ -40,8 +40,10 @@ def shard_optimizer_state(saved: dict, parameters: list[torch.Tensor]) -> dict:
     return {**saved, "state": state}
 
 
-def whole_state_with(model: torch.nn.Module, replacements: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The model's state dict with some entries replaced (the trained parameters by their EMA), every tensor whole
-    and detached on the CPU. A collective under FSDP: every process calls it."""
+def whole_state(model: torch.nn.Module,
+                replacements: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """The model's state dict, some entries replaced if asked (the trained parameters by their EMA), every tensor
+    whole and detached on the CPU. A collective under FSDP: every process calls it."""
+    replacements = replacements or {}
     return {name: whole(replacements.get(name, value)).detach().to("cpu", copy=True)
             for name, value in model.state_dict().items()}
