@@ -15,7 +15,7 @@ PERF = Path(__file__).parents[1] / "benchmarks" / "perf"
 def perf_scripts(monkeypatch):
     monkeypatch.syspath_prepend(str(PERF))
     yield
-    for name in ("train_throughput", "sampling"):
+    for name in ("train_throughput", "sampling", "solvers", "optimisations", "common", "plain_loops"):
         sys.modules.pop(name, None)
 
 
@@ -72,3 +72,83 @@ def test_compile_switches_reach_the_unet(perf_scripts, tiny_pipeline_dir, tmp_pa
     assert training["compile"] is True and training["thermosynth_first_step_s"] > 0
     assert translation["compile"] == "reduce-overhead" and translation["thermosynth_first_call_s"] > 0
     assert translation["thermosynth_s"] > 0 and translation["reference_s"] > 0
+
+
+def test_solver_comparison_scores_each_setting_against_the_first(perf_scripts, tiny_pipeline_dir, paired_folder,
+                                                                tmp_path):
+    import solvers
+
+    results, out = tmp_path / "results.jsonl", tmp_path / "comparison"
+    arguments = [str(paired_folder), "--model", str(tiny_pipeline_dir), "--settings", "ddim:3", "dpm++:2",
+                 "--device", "cpu", "--out", str(out), "--results", str(results)]
+    solvers.main(arguments)
+    rows = [json.loads(line) for line in results.read_text().splitlines()]
+    assert [(r["sampler"], r["steps"]) for r in rows] == [("ddim", 3), ("dpm++", 2)]
+    assert all(0 < r["ssim"] < 1 and r["mae"] > 0 and r["generation_s"] > 0 and r["pairs"] == 6 for r in rows)
+    assert len(list((out / "dpm++-2" / "generated").glob("*.png"))) == 6
+    # the samplers really differ: the same seeds give other images
+    assert rows[0]["mae"] != rows[1]["mae"]
+    assert (out / "grid.jpg").is_file()
+    with pytest.raises(FileExistsError, match="ddim-3"):  # a second run may not time a folder the first filled
+        solvers.main(arguments)
+    with pytest.raises(SystemExit):
+        solvers.main([str(paired_folder), "--settings", "euler:10"])
+
+
+@pytest.mark.parametrize("task", ["v2t", "t2ir"])
+def test_optimisation_ladder_climbs_one_change_at_a_time(perf_scripts, tmp_path, compile_eagerly, task):
+    import optimisations
+
+    results = tmp_path / "results.jsonl"
+    optimisations.main(["training", "--task", task, "--preset", "tiny", "--resolution", "32", "--batch-size", "2",
+                        "--steps", "1", "--warmup", "0", "--device", "cpu", "--results", str(results)])
+    rows = [json.loads(line) for line in results.read_text().splitlines()]
+    assert [r["rung"] for r in rows] == [name for name, _ in optimisations.TRAINING_RUNGS]
+    assert rows[0]["settings"] == {} and rows[-1]["settings"] == {
+        "cached_latents": True, "sdpa": True, "bf16": True, "fused_adamw": True, "channels_last": True,
+        "compile": "default"}
+    for previous, row in zip(rows, rows[1:], strict=False):
+        assert row["speedup_previous"] == pytest.approx(previous["seconds"] / row["seconds"], rel=0.01)
+    assert all(r["seconds"] > 0 and r["speedup_first"] > 0 for r in rows)
+    assert compile_eagerly == ["UNet2DModel" if task == "v2t" else "UNet2DConditionModel"]  # the last rung only
+
+
+def test_optimisation_ladder_of_sampling(perf_scripts, tiny_pipeline_dir, tmp_path, compile_eagerly, monkeypatch):
+    import optimisations
+
+    processors = []  # the attention processors of each rung's UNet and autoencoder (both have a mid-block attention)
+    original = optimisations.set_attention
+
+    def set_attention(module, sdpa):
+        if original(module, sdpa):  # the module's attention layers, all with the one processor
+            processors.append({type(m.processor).__name__ for m in module.modules() if hasattr(m, "processor")})
+
+    monkeypatch.setattr(optimisations, "set_attention", set_attention)
+    results = tmp_path / "results.jsonl"
+    optimisations.main(["sampling", "--model", str(tiny_pipeline_dir), "--resolution", "32", "--batch-sizes", "1",
+                        "2", "--steps", "2", "--repeats", "1", "--device", "cpu", "--results", str(results)])
+    rows = [json.loads(line) for line in results.read_text().splitlines()]
+    rungs = [name for name, _ in optimisations.SAMPLING_RUNGS]
+    assert [(r["batch_size"], r["rung"]) for r in rows] == [(b, name) for b in (1, 2) for name in rungs]
+    assert processors == ([{"AttnProcessor"}] * 2 + [{"AttnProcessor2_0"}] * 2 * (len(rungs) - 1)) * 2  # per batch
+    assert compile_eagerly == ["UNet2DModel"] * 4  # two compiled rungs per batch size
+    assert rows[-1]["settings"]["compile"] == "reduce-overhead" and rows[-1]["settings"]["bf16"] is True
+
+
+def test_a_rung_out_of_memory_is_recorded_and_skipped_over(perf_scripts, tmp_path, monkeypatch):
+    import optimisations
+
+    seconds = iter([2.0, 1.0, 0.5, 0.5, 0.25, 0.25])
+
+    def rung(args, settings):
+        if settings == {}:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return next(seconds), 1.0
+
+    monkeypatch.setattr(optimisations, "training_rung", rung)
+    results = tmp_path / "results.jsonl"
+    optimisations.main(["training", "--preset", "tiny", "--device", "cpu", "--results", str(results)])
+    rows = [json.loads(line) for line in results.read_text().splitlines()]
+    assert rows[0]["seconds"] is None and rows[0]["error"] == "out of memory"
+    assert [r["speedup_previous"] for r in rows[1:]] == [1.0, 2.0, 2.0, 1.0, 2.0, 1.0]
+    assert [r["speedup_first"] for r in rows[1:]] == [1.0, 2.0, 4.0, 4.0, 8.0, 8.0]

@@ -18,54 +18,13 @@ the table is printed.
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
-import sys
-import time
 from pathlib import Path
 
 import torch
-from train_throughput import RESULTS, machine, synchronize  # one home for the machine and results file
+from common import RESULTS, record, timed
+from plain_loops import translate
 
 from thermosynth.pipelines import INFERENCE_DTYPES
-
-
-@torch.no_grad()
-def reference_translate(pipeline, visible: torch.Tensor, steps: int, guidance: float,
-                        generator: torch.Generator) -> torch.Tensor:
-    """The plain loop: encode, DDIM with CFG (conditional and zeroed condition in one batch), decode."""
-    from thermosynth.models.latent_codec import LatentCodec, v2t_unet_input
-    from thermosynth.models.stable_diffusion import v2t_prediction
-
-    codec, unet, scheduler = LatentCodec(pipeline.vae), pipeline.unet, pipeline.scheduler
-    condition = codec.encode(visible).to(unet.dtype)
-    condition = torch.cat([condition, torch.zeros_like(condition)])
-    latents = torch.randn((visible.shape[0], pipeline.vae.config.latent_channels, *condition.shape[2:]),
-                          generator=generator, device=visible.device, dtype=unet.dtype)
-    scheduler.set_timesteps(steps, device=visible.device)
-    prompt_states = None if pipeline.prompt_embedding is None else pipeline.prompt_embedding(condition.shape[0])
-    for t in scheduler.timesteps:
-        prediction = v2t_prediction(unet, v2t_unet_input(torch.cat([latents] * 2), condition), t, prompt_states)
-        cond, uncond = prediction.chunk(2)
-        latents = scheduler.step(uncond + guidance * (cond - uncond), t, latents).prev_sample
-    return codec.decode_thermal(latents).cpu()  # as the pipeline hands its images back
-
-
-def timed(call, device: str, repeats: int) -> tuple[float, float]:
-    """(median seconds of `repeats` calls, seconds of the untimed first call: allocations, or compiling)."""
-    synchronize(device)
-    start = time.perf_counter()
-    call()
-    synchronize(device)
-    first = time.perf_counter() - start
-    times = []
-    for _ in range(repeats):
-        synchronize(device)
-        start = time.perf_counter()
-        call()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), first
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -82,8 +41,6 @@ def main(argv: list[str] | None = None) -> None:
                         help="torch.compile the pipeline's UNet in this mode (reduce-overhead: CUDA graphs)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="the JSON-lines file rows are appended to")
     args = parser.parse_args(argv)
-    import diffusers
-
     from thermosynth.pipelines import load_pipeline, prepare_for_inference
     from thermosynth.pipelines.common import sampling_settings
 
@@ -105,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
 
             def reference_call(visible=visible, steps=steps):
                 with torch.compiler.set_stance("force_eager"):  # the eager baseline, whatever --compile says
-                    return reference_translate(pipeline, visible.to(pipeline.unet.dtype), steps, guidance,
+                    return translate(pipeline, visible.to(pipeline.unet.dtype), steps, guidance,
                                                torch.Generator(args.device).manual_seed(0))
 
             (ours, first), (reference, _) = (timed(ours_call, args.device, args.repeats),
@@ -114,12 +71,8 @@ def main(argv: list[str] | None = None) -> None:
                    "steps": steps, "guidance": guidance, "dtype": dtype, "compile": args.compile,
                    "thermosynth_first_call_s": round(first, 3), "thermosynth_s": round(ours, 4),
                    "reference_s": round(reference, 4), "ratio": round(ours / reference, 3),
-                   "thermosynth_images_per_s": round(batch / ours, 3), "device": machine(args.device),
-                   "threads": torch.get_num_threads(), "torch": torch.__version__,
-                   "diffusers": diffusers.__version__, "command": "python " + " ".join(sys.argv),
-                   "date": time.strftime("%Y-%m-%d")}
-            with args.results.open("a") as results:
-                results.write(json.dumps(row) + "\n")
+                   "thermosynth_images_per_s": round(batch / ours, 3)}
+            record(args.results, row, args.device)
             print(f"| {batch} | {steps} | {ours:.3f} | {reference:.3f} | {row['ratio']:.2f} | "
                   f"{row['thermosynth_images_per_s']:.2f} | {first:.1f} |", flush=True)
 

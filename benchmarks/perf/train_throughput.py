@@ -13,11 +13,11 @@ then `--steps` timed ones:
   for T2IR the cached text states and the thermal-mask loss through the decoder), on a synthetic folder written here
   (random aligned scenes, or thermal images with a caption each, --resolution px square), with the shipped
   autoencoder and, for T2IR, the packaged MiniLM; images/s from the loop's own `images_per_s` log of the timed steps.
-  On a GPU its AdamW is torch's fused kernel; `--compile` trains with `--compile` (torch.compile of the UNet, done
+  Its AdamW is torch's fused kernel; `--compile` trains with `--compile` (torch.compile of the UNet, done
   in the first, untimed step, whose time is reported).
-- reference: the plain loop a diffusers user writes: the same UNet, random latents (and condition, or text states of
-  MiniLM's width), DDPMScheduler noise, MSE, torch AdamW, eager, autocast as --mixed-precision says. For T2IR its
-  ratio to thermosynth's therefore also holds the mask loss's cost.
+- reference: the plain loop a diffusers user writes (plain_loops.training_step): the same UNet, random latents (and
+  condition, or text states of MiniLM's width), DDPMScheduler noise, MSE, torch AdamW, eager, autocast as
+  --mixed-precision says. For T2IR its ratio to thermosynth's therefore also holds the mask loss's cost.
 
 MFU: FLOPs of one training step counted by torch's FlopCounterMode on the reference step (forward and backward of the
 UNet; the same network and shapes on both sides), times steps per second, over a matmul peak measured here
@@ -30,23 +30,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from common import RESULTS, peak_memory_gib, record, synchronize
 from PIL import Image
+from plain_loops import TEXT_WIDTH, training_step
 
-RESULTS = Path(__file__).with_name("results.jsonl")
 AUTOENCODER = Path(__file__).parents[2] / "src" / "thermosynth" / "pretrained" / "autoencoder"
-
-
-TEXT_WIDTH, TEXT_TOKENS = 384, 16  # the packaged MiniLM's states; the reference's random captions' length
 
 
 def synthetic_data(root: Path, task: str, count: int, size: int) -> Path:
@@ -85,29 +79,8 @@ def matmul_peak(device: str) -> float:
     return 2 * n**3 * repeats / (time.perf_counter() - start)
 
 
-def machine(device: str) -> str:
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name()
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-def synchronize(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def peak_memory_gib(device: str) -> float:
-    if device.startswith("cuda"):
-        return torch.cuda.max_memory_allocated() / 2**30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # kB on Linux
-
-
 def reference_run(args, device: str) -> tuple[float, float]:
     """The plain diffusers loop: (images/s over the timed steps, FLOPs of one step)."""
-    from diffusers import DDPMScheduler
     from torch.utils.flop_counter import FlopCounterMode
 
     from thermosynth.models.configs import build_t2ir_unet, build_v2t_unet
@@ -115,29 +88,8 @@ def reference_run(args, device: str) -> tuple[float, float]:
     torch.manual_seed(0)
     unet = (build_v2t_unet(args.architecture) if args.task == "v2t"
             else build_t2ir_unet(args.architecture, TEXT_WIDTH)).to(device).train()
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-4)
-    scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
-    side = args.resolution // 8  # the autoencoder's factor
-    channels = unet.config.in_channels // 2 if args.task == "v2t" else unet.config.in_channels
-    autocast = torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=args.mixed_precision == "bf16")
-
-    def step():
-        target = torch.randn(args.batch_size, channels, side, side, device=device)
-        condition = torch.randn_like(target)
-        noise = torch.randn_like(target)
-        timesteps = torch.randint(0, 1000, (args.batch_size,), device=device)
-        noisy = scheduler.add_noise(target, noise, timesteps)
-        with autocast:
-            if args.task == "v2t":
-                prediction = unet(torch.cat([noisy, condition], 1), timesteps).sample
-            else:
-                states = torch.randn(args.batch_size, TEXT_TOKENS, TEXT_WIDTH, device=device)
-                prediction = unet(noisy, timesteps, encoder_hidden_states=states).sample
-        loss = F.mse_loss(prediction.float(), noise)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
+    step = training_step(unet, args.task, args.batch_size, args.resolution // 8, device,
+                         bf16=args.mixed_precision == "bf16")
     with FlopCounterMode(display=False) as counter:
         step()
     for _ in range(args.warmup):
@@ -195,8 +147,6 @@ def main(argv: list[str] | None = None) -> None:
     from thermosynth.training.config import PRESETS
 
     args.architecture = args.architecture or PRESETS[args.task][args.preset]["architecture"]
-    import diffusers
-
     peak = matmul_peak(args.device)
     if args.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
@@ -220,13 +170,8 @@ def main(argv: list[str] | None = None) -> None:
         "reference_mfu": round(reference_ips * flops_per_image / peak, 4),
         # on the CPU the resident peak is the process's, so the second figure includes the first run's
         "reference_peak_memory_gib": round(reference_memory, 2), "thermosynth_peak_memory_gib": round(ours_memory, 2),
-        "device": machine(args.device),
-        "threads": torch.get_num_threads(), "torch": torch.__version__, "diffusers": diffusers.__version__,
-        "command": "python " + " ".join(sys.argv),
-        "date": time.strftime("%Y-%m-%d"),
     }
-    with args.results.open("a") as results:
-        results.write(json.dumps(row) + "\n")
+    row = record(args.results, row, args.device)
     print("| side | images/s | MFU | peak memory GiB |\n|---|---|---|---|")
     print(f"| thermosynth | {ours_ips:.2f} | {row['thermosynth_mfu']:.1%} | {ours_memory:.2f} |")
     print(f"| plain diffusers loop | {reference_ips:.2f} | {row['reference_mfu']:.1%} | {reference_memory:.2f} |")

@@ -1,0 +1,67 @@
+"""What every performance script shares: the machine's name, timing with the GPU synchronised, and the results
+file each row is appended to with the machine, versions, command and date."""
+
+from __future__ import annotations
+
+import json
+import platform
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).with_name("results.jsonl")
+
+
+def machine(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name()
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def peak_memory_gib(device: str) -> float:
+    """CUDA's max allocated; on the CPU, the process's peak resident set."""
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # kB on Linux
+
+
+def timed(call: Callable[[], object], device: str, repeats: int) -> tuple[float, float]:
+    """(median seconds of `repeats` calls, seconds of the untimed first call: allocations, or compiling)."""
+    synchronize(device)
+    start = time.perf_counter()
+    call()
+    synchronize(device)
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        call()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), first
+
+
+def record(results: Path, row: dict, device: str) -> dict:
+    """Append `row` to the JSON-lines `results`, with where, with what and how it was measured; return it."""
+    import diffusers
+
+    row = {**row, "device": machine(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
+           "diffusers": diffusers.__version__, "command": "python " + " ".join(sys.argv),
+           "date": time.strftime("%Y-%m-%d")}
+    with results.open("a") as file:
+        file.write(json.dumps(row) + "\n")
+    return row
