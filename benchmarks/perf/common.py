@@ -38,13 +38,16 @@ def peak_memory_gib(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # kB on Linux
 
 
-def timed(call: Callable[[], object], device: str, repeats: int) -> tuple[float, float]:
-    """(median seconds of `repeats` calls, seconds of the untimed first call: allocations, or compiling)."""
+def timed(call: Callable[[], object], device: str, repeats: int, warmup: int = 0) -> tuple[float, float]:
+    """(median seconds of `repeats` calls, seconds of the first call: allocations, or compiling). Between the two,
+    `warmup` more calls go untimed."""
     synchronize(device)
     start = time.perf_counter()
     call()
     synchronize(device)
     first = time.perf_counter() - start
+    for _ in range(warmup):
+        call()
     times = []
     for _ in range(repeats):
         synchronize(device)

@@ -29,11 +29,10 @@ from __future__ import annotations
 
 import argparse
 import copy
-import time
 from pathlib import Path
 
 import torch
-from common import RESULTS, record, synchronize, timed
+from common import RESULTS, record, timed
 from plain_loops import TEXT_WIDTH, training_step
 
 AUTOENCODER = Path(__file__).parents[2] / "src" / "thermosynth" / "pretrained" / "autoencoder"
@@ -97,14 +96,7 @@ def training_rung(args, settings: dict) -> tuple[float, float]:
                          channels_last=settings.get("channels_last", False), autoencoder=autoencoder)
     if settings.get("compile"):
         unet.compile(mode=settings["compile"])
-    synchronize(args.device)
-    start = time.perf_counter()
-    step()
-    synchronize(args.device)
-    first = time.perf_counter() - start
-    for _ in range(args.warmup):
-        step()
-    return timed(step, args.device, args.steps)[0], first  # the median step
+    return timed(step, args.device, args.steps, warmup=args.warmup)
 
 
 def sampling_rung(args, settings: dict, pipeline, batch: int) -> tuple[float, float]:
@@ -164,29 +156,26 @@ def main(argv: list[str] | None = None) -> None:
         from thermosynth.training.config import PRESETS
 
         args.architecture = PRESETS[args.task][args.preset]["architecture"]
+        ladder, unit = climb(TRAINING_RUNGS), "ms per step"
         cases = [({"task": args.task, "preset": args.preset, "architecture": args.architecture,
                    "resolution": args.resolution, "batch_size": args.batch_size, "timed_steps": args.steps},
-                  [(name, settings, lambda settings=settings: training_rung(args, settings))
-                   for name, settings in climb(TRAINING_RUNGS)])]
-        unit = "ms per step"
+                  lambda settings: training_rung(args, settings))]
     else:
         from thermosynth.pipelines import load_pipeline, prepare_for_inference
 
         pipeline = prepare_for_inference(load_pipeline(args.model), args.device, "ddim", "fp32")
+        ladder, unit = climb(SAMPLING_RUNGS), "ms per translation"
         cases = [({"task": "v2t", "model": args.model, "resolution": args.resolution, "batch_size": batch,
                    "steps": args.steps, "guidance": args.guidance},
-                  [(name, settings, lambda settings=settings, batch=batch: sampling_rung(args, settings, pipeline,
-                                                                                         batch))
-                   for name, settings in climb(SAMPLING_RUNGS)])
+                  lambda settings, batch=batch: sampling_rung(args, settings, pipeline, batch))
                  for batch in args.batch_sizes]
-        unit = "ms per translation"
-    for case, rungs in cases:
+    for case, measure in cases:
         print(f"\n{args.question}: {case}")
         rows = []
-        for name, settings, measure in rungs:
+        for name, settings in ladder:
             measured = [r for r in rows if r["seconds"] is not None]  # a rung out of memory is skipped over
             try:
-                seconds, first = measure()
+                seconds, first = measure(settings)
             except torch.OutOfMemoryError:  # e.g. classic attention at 512 px: the rung's finding, not the run's end
                 row = {"seconds": None, "first_call_s": None, "error": "out of memory"}
             else:
@@ -199,6 +188,7 @@ def main(argv: list[str] | None = None) -> None:
             if args.device.startswith("cuda"):
                 torch.cuda.empty_cache()
         print_table(rows, unit)
+
 
 if __name__ == "__main__":
     main()
