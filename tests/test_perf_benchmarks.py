@@ -96,9 +96,40 @@ def test_solver_comparison_scores_each_setting_against_the_first(perf_scripts, t
 
 
 @pytest.mark.parametrize("task", ["v2t", "t2ir"])
-def test_optimisation_ladder_climbs_one_change_at_a_time(perf_scripts, tmp_path, compile_eagerly, task):
+def test_optimisation_ladder_climbs_one_change_at_a_time(perf_scripts, tmp_path, compile_eagerly, monkeypatch, task):
     import optimisations
 
+    ran = []  # per rung, what its training step really did: not the settings it was handed, but their effects
+    original = optimisations.training_step
+
+    def training_step(unet, *args, autoencoder=None, **switches):
+        attention = {type(m.processor).__name__ for m in unet.modules() if hasattr(m, "processor")}
+        rung = {"encodes": 0, "attention": attention}
+        ran.append(rung)
+        if autoencoder is not None:
+            encode = autoencoder.encode
+
+            def counted_encode(*a, **k):
+                rung["encodes"] += 1
+                return encode(*a, **k)
+
+            autoencoder.encode = counted_encode
+
+        def look(module, inputs, output):
+            rung["channels_last"] = not inputs[0].is_contiguous() and inputs[0].is_contiguous(
+                memory_format=torch.channels_last)
+            rung["dtype"] = str(output.sample.dtype)
+
+        unet.register_forward_hook(look)
+        return original(unet, *args, autoencoder=autoencoder, **switches)
+
+    class AdamW(torch.optim.AdamW):
+        def __init__(self, *args, **kwargs):
+            ran[-1]["fused"] = bool(kwargs.get("fused"))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(optimisations, "training_step", training_step)
+    monkeypatch.setattr(torch.optim, "AdamW", AdamW)
     results = tmp_path / "results.jsonl"
     optimisations.main(["training", "--task", task, "--preset", "tiny", "--resolution", "32", "--batch-size", "2",
                         "--steps", "1", "--warmup", "0", "--device", "cpu", "--results", str(results)])
@@ -111,6 +142,12 @@ def test_optimisation_ladder_climbs_one_change_at_a_time(perf_scripts, tmp_path,
         assert row["speedup_previous"] == pytest.approx(previous["seconds"] / row["seconds"], rel=0.01)
     assert all(r["seconds"] > 0 and r["speedup_first"] > 0 for r in rows)
     assert compile_eagerly == ["UNet2DModel" if task == "v2t" else "UNet2DConditionModel"]  # the last rung only
+    assert [r["encodes"] > 0 for r in ran] == [True] + [False] * 6  # per step: two for v2t (target and condition)
+    assert all(r["attention"] for r in ran)  # the tiny UNets have attention layers, so the switch is seen
+    assert [r["attention"] for r in ran] == [{"AttnProcessor"}] * 2 + [{"AttnProcessor2_0"}] * 5
+    assert [r["dtype"] for r in ran] == ["torch.float32"] * 3 + ["torch.bfloat16"] * 4
+    assert [r["fused"] for r in ran] == [False] * 4 + [True] * 3
+    assert [r["channels_last"] for r in ran] == [False] * 5 + [True] * 2
 
 
 def test_optimisation_ladder_of_sampling(perf_scripts, tiny_pipeline_dir, tmp_path, compile_eagerly, monkeypatch):
