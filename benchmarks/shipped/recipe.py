@@ -5,8 +5,10 @@
     # 2. on the GPU machine, started in the background (setsid): the whole recipe with time budgets, device-side
     #    choices on validation pairs, test-set outputs, fp16 weights; results split into parts of at most 15 MiB
     python benchmarks/shipped/recipe.py device .shipped/data .shipped/runs --text-encoder .shipped/minilm
-    # 3. here: reassemble the parts, install the weights into the package, evaluate on CPU, write RESULTS.md data
-    python benchmarks/shipped/recipe.py finish .shipped/parts ../shared/data benchmarks/shipped
+    # 3. here: reassemble the parts into .shipped/device-results and install the weights into the package
+    python benchmarks/shipped/recipe.py finish .shipped/parts .shipped
+    # 4. here: choose v2t-roadscene's step count and guidance on the validation pairs (CPU), recorded in the model
+    python benchmarks/shipped/recipe.py sampling .shipped/data/roadscene --out .shipped/sampling-choice
 
 What the device step runs, all with `thermosynth train` and wall-clock budgets (`--time-budget`):
 - t = 0: the shared autoencoder (`base`) on RoadScene train (visible + thermal) and HIT-UAV train (thermal), and
@@ -14,7 +16,11 @@ What the device step runs, all with `thermosynth train` and wall-clock budgets (
 - after the autoencoder: side by side, V2T (`base`) twice (v-prediction on a zero-terminal-SNR schedule, and
   epsilon), T2IR (`base`) with the thermal-mask loss and without it (lambda 0), each with the UNet budget.
 - choices on RoadScene's validation pairs (16 of the 176 train pairs, held out of training): V2T variant and
-  guidance scale by mean SSIM; never on the test split.
+  guidance scale by mean SSIM at 20 steps; never on the test split.
+The sampling step then chooses the shipped V2T model's step count and guidance together, on the same validation
+pairs, on the CPU: it ranks every setting on SSIM, PSNR, MAE and the two distribution metrics, FD and KID, whose
+feature network does not travel to the device. SSIM alone would pick one step, which returns the blurred posterior
+mean (see benchmarks/perf/RESULTS.md, "Step count").
 - test outputs: V2T (chosen) and pix2pix on RoadScene test; T2IR on and off from HIT-UAV test captions.
 `--tiny` runs the same recipe with the `tiny` presets and short budgets, on CPU, to test the driver end to end.
 
@@ -48,6 +54,11 @@ VALIDATION_EVERY = 11
 T2IR_SIZE = (256, 320)
 INFERENCE_STEPS = 20
 GUIDANCE_CHOICES = (1.0, 1.5, 2.0, 3.0)
+STEP_CHOICES = (1, 2, 5, 10, 20)
+# The sampling choice: the setting with the best mean rank over these (True: higher is better); fewer steps, then
+# lower guidance, break ties.
+CHOICE_METRICS = {"ssim": True, "psnr": True, "mae": False, "fd_efficientnet-lite0": False,
+                  "kid_efficientnet-lite0": False}
 T2IR_GUIDANCE = 3.0  # the pipeline's default, fixed in advance (no choice made for T2IR)
 PART_BYTES = 15 * 2**20
 
@@ -380,8 +391,10 @@ def split_into_parts(folder: Path, parts: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------------------ finish
-def finish(parts: Path, out: Path) -> None:
-    """Reassemble the parts into out/device-results/ and install the weights into the package."""
+def finish(parts: Path, out: Path, package: Path) -> None:
+    """Reassemble the parts into out/device-results/ and install the weights it holds into `package` (the folder
+    of the shipped models), each model replacing its old files but keeping its model card, to be rewritten."""
+    out.mkdir(parents=True, exist_ok=True)
     archive = out / "results.tar"
     with archive.open("wb") as f:
         for part in sorted(parts.glob("part-*")):
@@ -393,6 +406,64 @@ def finish(parts: Path, out: Path) -> None:
     archive.unlink()
     os.replace(out / "results", target)
     print(f"results unpacked into {target}")
+    for model in sorted((target / "pretrained").iterdir()) if (target / "pretrained").is_dir() else []:
+        installed = package / model.name
+        card = installed / "README.md"
+        kept = card.read_text() if card.is_file() else None
+        shutil.rmtree(installed, ignore_errors=True)
+        shutil.copytree(model, installed)
+        if kept is not None:
+            (installed / "README.md").write_text(kept)
+        print(f"installed {installed}" + (" (its old model card kept: rewrite it)" if kept is not None else ""))
+
+
+# ---------------------------------------------------------------------------------------------------- sampling
+def choose_sampling(road: Path, model: str, out: Path, guidances=GUIDANCE_CHOICES, steps=STEP_CHOICES) -> dict:
+    """Translate the validation pairs with every guidance x step count (DDIM, seed 0, CPU fp32), score each as
+    `thermosynth evaluate` does, and return the table and the setting with the best mean rank (CHOICE_METRICS)."""
+    from thermosynth.evaluation.report import evaluate_pairs
+    from thermosynth.pipelines import load_pipeline, prepare_for_inference
+
+    pipeline = prepare_for_inference(load_pipeline(model), "cpu", "ddim", "fp32")
+    table = []
+    for guidance in guidances:
+        for count in steps:
+            generation = {"num_inference_steps": count, "guidance_scale": guidance, "seed": 0}
+            report = evaluate_pairs(road, "val", out / f"guidance-{guidance}-steps-{count}", pipeline=pipeline,
+                                    generation=generation, model=model)
+            table.append({"guidance": guidance, "steps": count, **{k: report["metrics"][k] for k in CHOICE_METRICS}})
+            logger.info("val %s", table[-1])
+    for metric, higher in CHOICE_METRICS.items():
+        order = sorted(table, key=lambda row: -row[metric] if higher else row[metric])
+        for row in table:  # equal values share the better rank
+            row[f"rank_{metric}"] = 1 + next(i for i, r in enumerate(order) if r[metric] == row[metric])
+    for row in table:
+        row["mean_rank"] = float(np.mean([row[f"rank_{m}"] for m in CHOICE_METRICS]))
+    best = min(table, key=lambda row: (row["mean_rank"], row["steps"], row["guidance"]))
+    (out / "table.json").write_text(json.dumps(table, indent=2))
+    return {"num_inference_steps": best["steps"], "guidance_scale": best["guidance"], "val": table}
+
+
+def record_sampling(model_folder: Path, choice: dict) -> None:
+    """Write the chosen steps and guidance into the model's config (`sampling`: what translate, evaluate and the app
+    use unless told otherwise), atomically."""
+    index = model_folder / "model_index.json"
+    config = json.loads(index.read_text())
+    config["sampling"] = {"guidance_scale": choice["guidance_scale"],
+                          "num_inference_steps": choice["num_inference_steps"]}
+    temporary = index.with_suffix(".json.tmp")
+    temporary.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    os.replace(temporary, index)
+
+
+def print_sampling_table(choice: dict) -> None:
+    print("| guidance | steps | " + " | ".join(CHOICE_METRICS) + " | mean rank |")
+    print("|---|---|" + "---|" * (len(CHOICE_METRICS) + 1))
+    for row in choice["val"]:
+        chosen = (row["steps"], row["guidance"]) == (choice["num_inference_steps"], choice["guidance_scale"])
+        cells = [f"{row[m]:.4f} ({row[f'rank_{m}']})" for m in CHOICE_METRICS]
+        print(f"| {row['guidance']} | {row['steps']} | " + " | ".join(cells)
+              + f" | {'**' if chosen else ''}{row['mean_rank']:.1f}{'**' if chosen else ''} |")
 
 
 def main() -> None:
@@ -415,14 +486,30 @@ def main() -> None:
     f = steps.add_parser("finish")
     f.add_argument("parts", type=Path)
     f.add_argument("out", type=Path)
+    s = steps.add_parser("sampling", help="choose and record the V2T model's steps and guidance on validation")
+    s.add_argument("roadscene", type=Path, help="the prepared copy, with its val split: .shipped/data/roadscene")
+    s.add_argument("--model", default="v2t-roadscene", help="a shipped name (recorded in the package) or a folder")
+    s.add_argument("--out", type=Path, required=True, help="a fresh folder for the images, reports and table.json")
     args = parser.parse_args()
+    from thermosynth.pretrained import ROOT as PACKAGE
+    from thermosynth.pretrained import is_shipped
+
     if args.step == "prepare":
         prepare(args.shared, args.out, args.limit)
     elif args.step == "device":
         device(args.data, args.runs, args.text_encoder, args.ae_minutes, args.unet_minutes, args.tiny,
                args.autoencoder, args.t2ir)
+    elif args.step == "finish":
+        finish(args.parts, args.out, PACKAGE)
     else:
-        finish(args.parts, args.out)
+        if args.out.exists():
+            raise SystemExit(f"{args.out} exists: give a fresh --out")
+        choice = choose_sampling(args.roadscene, args.model, args.out)
+        print_sampling_table(choice)
+        folder = PACKAGE / args.model if is_shipped(args.model) else Path(args.model)
+        record_sampling(folder, choice)
+        print(f"recorded in {folder / 'model_index.json'}: {choice['num_inference_steps']} steps, guidance "
+              f"{choice['guidance_scale']}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,74 @@
+"""The steps of benchmarks/shipped/recipe.py that run here after a GPU lease: installing the weights that came back,
+and choosing the shipped V2T model's steps and guidance on validation pairs."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+SHIPPED = Path(__file__).parents[1] / "benchmarks" / "shipped"
+
+
+@pytest.fixture
+def recipe(monkeypatch):
+    monkeypatch.syspath_prepend(str(SHIPPED))
+    import recipe
+
+    yield recipe
+    sys.modules.pop("recipe", None)
+
+
+def test_finish_installs_the_weights_and_keeps_the_model_cards(recipe, tmp_path):
+    results = tmp_path / "device" / "results"
+    (results / "pretrained" / "v2t-roadscene" / "unet").mkdir(parents=True)
+    (results / "pretrained" / "v2t-roadscene" / "unet" / "new.safetensors").write_bytes(b"new" * 10**6)
+    (results / "report.json").write_text("{}")
+    recipe.split_into_parts(results, tmp_path / "device" / "parts")
+    assert len(list((tmp_path / "device" / "parts").iterdir())) == 1
+    package = tmp_path / "package"
+    (package / "v2t-roadscene" / "unet").mkdir(parents=True)
+    (package / "v2t-roadscene" / "unet" / "old.safetensors").write_bytes(b"old")
+    (package / "v2t-roadscene" / "README.md").write_text("the card")
+    (package / "t2ir-hituav").mkdir()
+    (package / "t2ir-hituav" / "model_index.json").write_text("{}")
+
+    recipe.finish(tmp_path / "device" / "parts", tmp_path / "here", package)
+
+    assert (tmp_path / "here" / "device-results" / "report.json").is_file()
+    installed = package / "v2t-roadscene"
+    assert sorted(p.relative_to(installed).as_posix() for p in installed.rglob("*") if p.is_file()) == [
+        "README.md", "unet/new.safetensors"]
+    assert (installed / "unet" / "new.safetensors").read_bytes() == b"new" * 10**6
+    assert (installed / "README.md").read_text() == "the card"
+    assert (package / "t2ir-hituav" / "model_index.json").is_file()  # not in the results: left as it was
+
+
+def test_sampling_choice_ranks_every_setting_and_is_recorded_in_the_model(recipe, tiny_pipeline_dir, paired_folder,
+                                                                          tmp_path):
+    import shutil
+
+    from thermosynth.pipelines import load_pipeline
+    from thermosynth.pipelines.common import sampling_settings
+
+    choice = recipe.choose_sampling(paired_folder, str(tiny_pipeline_dir), tmp_path / "choice", guidances=(1.0, 3.0),
+                                    steps=(1, 3))
+    table = choice["val"]
+    assert [(r["guidance"], r["steps"]) for r in table] == [(1.0, 1), (1.0, 3), (3.0, 1), (3.0, 3)]
+    for metric, higher in recipe.CHOICE_METRICS.items():
+        best = max(r[metric] for r in table) if higher else min(r[metric] for r in table)
+        assert {r[f"rank_{metric}"] for r in table if r[metric] == best} == {1}
+        assert sorted(r[f"rank_{metric}"] for r in table)[-1] <= 4
+    chosen = min(table, key=lambda r: r["mean_rank"])
+    assert chosen["mean_rank"] == min(r["mean_rank"] for r in table)
+    assert (choice["num_inference_steps"], choice["guidance_scale"]) in {
+        (r["steps"], r["guidance"]) for r in table if r["mean_rank"] == chosen["mean_rank"]}
+    assert len({r["ssim"] for r in table}) == 4  # each setting really made its own images
+    assert json.loads((tmp_path / "choice" / "table.json").read_text()) == table
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_pipeline_dir, model)
+    recipe.record_sampling(model, choice)
+    assert sampling_settings(load_pipeline(str(model)), None, None) == (choice["num_inference_steps"],
+                                                                        choice["guidance_scale"])
+    assert not list(model.glob("*.tmp"))
