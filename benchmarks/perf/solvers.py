@@ -26,7 +26,7 @@ from PIL import Image
 from thermosynth.pipelines import INFERENCE_DTYPES
 
 SAMPLERS = ("ddim", "dpm++")
-SHOWN = ("ssim", "psnr", "mae", "hot_iou", "intensity_w1", "fd_efficientnet-lite0")
+SHOWN = ("ssim", "psnr", "mae", "hot_iou", "intensity_w1", "fd_efficientnet-lite0", "kid_efficientnet-lite0")
 
 
 def setting(text: str) -> tuple[str, int]:
