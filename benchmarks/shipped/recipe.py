@@ -13,16 +13,18 @@
 What the device step runs, all with `thermosynth train` and wall-clock budgets (`--time-budget`):
 - t = 0: the shared autoencoder (`base`) on RoadScene train (visible + thermal) and HIT-UAV train (thermal), and
   beside it the pix2pix baseline on RoadScene train with the budget autoencoder + V2T UNet (same GPU, side by side).
-- after the autoencoder: side by side, V2T (`base`) twice (v-prediction on a zero-terminal-SNR schedule, and
+- after the autoencoder: side by side, V2T (`base`) once per entry of V2T_VARIANTS (since the second lease's plan:
+  v-prediction on a zero-terminal-SNR schedule at batch 64 and at 256; the first lease compared v-prediction with
   epsilon), T2IR (`base`) with the thermal-mask loss and without it (lambda 0), each with the UNet budget.
 - choices on RoadScene's validation pairs (16 of the 176 train pairs, held out of training): V2T variant and
   guidance scale by mean SSIM at 20 steps; never on the test split.
+- test outputs: V2T (chosen) and pix2pix on RoadScene test; T2IR on and off from HIT-UAV test captions.
+`--tiny` runs the same recipe with the `tiny` presets and short budgets, on CPU, to test the driver end to end.
+
 The sampling step then chooses the shipped V2T model's step count and guidance together, on the same validation
 pairs, on the CPU: it ranks every setting on SSIM, PSNR, MAE and the two distribution metrics, FD and KID, whose
 feature network does not travel to the device. SSIM alone would pick one step, which returns the blurred posterior
 mean (see benchmarks/perf/RESULTS.md, "Step count").
-- test outputs: V2T (chosen) and pix2pix on RoadScene test; T2IR on and off from HIT-UAV test captions.
-`--tiny` runs the same recipe with the `tiny` presets and short budgets, on CPU, to test the driver end to end.
 
 The checkout travels to the device with every call (at most 64 MiB) and the shipped weights in
 src/thermosynth/pretrained are 102 MB: move them out of the checkout for the lease and back afterwards
