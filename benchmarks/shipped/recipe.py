@@ -436,9 +436,10 @@ def choose_sampling(road: Path, model: str, out: Path, guidances=GUIDANCE_CHOICE
             table.append({"guidance": guidance, "steps": count, **{k: report["metrics"][k] for k in CHOICE_METRICS}})
             logger.info("val %s", table[-1])
     for metric, higher in CHOICE_METRICS.items():
-        order = sorted(table, key=lambda row: -row[metric] if higher else row[metric])
-        for row in table:  # equal values share the better rank
-            row[f"rank_{metric}"] = 1 + next(i for i, r in enumerate(order) if r[metric] == row[metric])
+        worse = np.array([-row[metric] if higher else row[metric] for row in table])
+        ranks = 1 + np.searchsorted(np.sort(worse), worse)  # 1 = best; equal values share the better rank
+        for row, rank in zip(table, ranks, strict=True):
+            row[f"rank_{metric}"] = int(rank)
     for row in table:
         row["mean_rank"] = float(np.mean([row[f"rank_{m}"] for m in CHOICE_METRICS]))
     best = min(table, key=lambda row: (row["mean_rank"], row["steps"], row["guidance"]))
@@ -449,13 +450,13 @@ def choose_sampling(road: Path, model: str, out: Path, guidances=GUIDANCE_CHOICE
 def record_sampling(model_folder: Path, choice: dict) -> None:
     """Write the chosen steps and guidance into the model's config (`sampling`: what translate, evaluate and the app
     use unless told otherwise), atomically."""
+    from thermosynth.data.images import atomic_write
+
     index = model_folder / "model_index.json"
     config = json.loads(index.read_text())
     config["sampling"] = {"guidance_scale": choice["guidance_scale"],
                           "num_inference_steps": choice["num_inference_steps"]}
-    temporary = index.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    os.replace(temporary, index)
+    atomic_write(index, lambda tmp: tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n"))
 
 
 def print_sampling_table(choice: dict) -> None:
