@@ -90,6 +90,23 @@ def test_trivial_predictors_are_scored_beside_the_model(tmp_path):
     assert "visible_gray_inverted" in (tmp_path / "report-visible_gray" / "report.md").read_text()
 
 
+def test_a_single_pair_is_scored_without_the_set_metrics(tmp_path):
+    """FD, KID and FID compare sets: with one pair the report says they are missing instead of failing after the
+    generation (torchmetrics' KID raises on a set smaller than its subsets)."""
+    data = tmp_path / "one"
+    shutil.copytree(ROADSCENE, data)
+    (data / "splits" / "one.txt").write_text(TEST_STEMS[0] + "\n")
+    generated = tmp_path / "generated"
+    generated.mkdir()
+    Image.open(ROADSCENE / "cropinfrared" / f"{TEST_STEMS[0]}.jpg").save(generated / f"{TEST_STEMS[0]}.png")
+    main(["evaluate", str(data), "--split", "one", "--generated", str(generated), "--out", str(tmp_path / "report")])
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["pairs"] == 1 and report["metrics"]["ssim"] == pytest.approx(1.0)
+    assert not any(name.startswith(("fd_", "kid_", "fid_")) for name in report["metrics"])
+    assert "at least 2 images" in " ".join(report["not_computed"])
+    assert "kid" not in report["preprocessing"]
+
+
 def test_missing_generated_image_is_named(tmp_path, capsys):
     generated = tmp_path / "generated"
     generated.mkdir()

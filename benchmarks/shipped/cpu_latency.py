@@ -1,10 +1,12 @@
 """CPU latency of the shipped models: one 256x256 translation (v2t-roadscene) and one 256x320 generation
-(t2ir-hituav) with their recorded settings (20 steps; guidance 1.5 and 3.0), threads limited to 2.
+(t2ir-hituav) with the settings recorded in each model (model_index.json `sampling`; printed and kept with the
+result), threads limited to 2.
 
     python benchmarks/shipped/cpu_latency.py            # appends a line to benchmarks/shipped/cpu_latency.jsonl
 
-Prediction (written before the first run, from per-part timings on this 2-core machine): encoder 0.7 s + 20 UNet
-passes on a doubled batch (guidance) ~ 20 x 0.2 s + decoder 1.2 s ~ 6 s for a translation; target under 10 s.
+Prediction (written before the first run, at the first settings of 20 steps and guidance 1.5, from per-part timings
+on this 2-core machine): encoder 0.7 s + 20 UNet passes on a doubled batch (guidance) ~ 20 x 0.2 s + decoder 1.2 s
+~ 6 s for a translation; target under 10 s.
 Median of 3 calls after one warm-up.
 """
 

@@ -84,7 +84,7 @@ def prepare(shared: Path, out: Path, limit: int | None) -> None:
     test = _read_lines(shared / "roadscene" / "splits" / "test.txt")
     if limit:
         train, test = train[: 2 * limit], test[:limit]
-    val = train[::VALIDATION_EVERY]
+    val = train[:: min(VALIDATION_EVERY, len(train) // 2)]  # with --limit too, 2 pairs at least: FD compares sets
     splits = {"train": [n for n in train if n not in val], "val": val, "test": test}
     (road / "splits").mkdir(parents=True)
     for name, names in splits.items():

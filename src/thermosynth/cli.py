@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 STEPS_HELP = "sampling steps (default: the model's recorded setting, or 25)"
+MODEL_HELP = "a shipped model's name ({}), a pipeline folder (<run>/pipeline) or a hub id"
 
 
 def _positive_int(text: str) -> int:
@@ -401,7 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     translate = commands.add_parser("translate", help="visible images to thermal with a trained V2T or pix2pix model")
     translate.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders, or paired data sets")
-    translate.add_argument("--model", required=True, help="pipeline folder (<run>/pipeline) or hub id")
+    translate.add_argument("--model", required=True, help=MODEL_HELP.format("v2t-roadscene"))
     translate.add_argument("--out", required=True, type=_output_folder,
                            help="output folder; existing outputs are skipped")
     translate.add_argument("--split", default="test", help="split of a paired data set input (default: test)")
@@ -425,7 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate", help="score a V2T or pix2pix model, or a folder of generated images, on a split")
     evaluate.add_argument("data", help="paired data set (any supported layout)")
     evaluate.add_argument("--split", default="test")
-    evaluate.add_argument("--model", help="pipeline folder: generate what is missing into OUT/generated, then score")
+    evaluate.add_argument("--model", help=MODEL_HELP.format("v2t-roadscene")
+                          + ": generates what is missing into OUT/generated, then scores")
     evaluate.add_argument("--generated", help="folder of generated thermal PNGs named like the visible images")
     evaluate.add_argument("--out", required=True, type=_output_folder, help="report folder")
     evaluate.add_argument("--steps", type=_positive_int, help=STEPS_HELP)
@@ -471,7 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     generate = commands.add_parser("generate", help="thermal images from a text prompt with a trained T2IR model")
     generate.add_argument("prompt")
-    generate.add_argument("--model", required=True, help="pipeline folder (<run>/pipeline) or hub id")
+    generate.add_argument("--model", required=True, help=MODEL_HELP.format("t2ir-hituav"))
     generate.add_argument("-n", type=_positive_int, default=4, help="how many images")
     generate.add_argument("--out", required=True, type=_output_folder)
     generate.add_argument("--seed", type=int, default=0)
@@ -492,7 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="With the shipped models: translates the 3 held-out RoadScene scenes in samples/ and generates "
         "one image for each of 3 prompts; writes the images, their palette renderings and contact-sheet.png/.html.")
     demo.add_argument("--out", default="outputs", type=_output_folder, help="output folder (default: outputs)")
-    demo.add_argument("--steps", type=_positive_int, help="sampling steps (default: each model's own, 20)")
+    demo.add_argument("--steps", type=_positive_int, help="sampling steps (default: each model's recorded setting)")
     demo.add_argument("--ae-steps", type=_positive_int, default=250,
                       help="without shipped models only: tiny autoencoder training steps (default: 250)")
     demo.add_argument("--v2t-steps", type=_positive_int, default=500,
@@ -504,10 +506,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serves a page with three tabs: visible to thermal, text to infrared, palettes. Listens on "
         "127.0.0.1 (this machine only) unless --host says otherwise. Needs the app extra: "
         "pip install 'thermosynth[app]'.")
-    serve.add_argument("--v2t", default="v2t-roadscene", help="translation model: shipped name, pipeline folder or "
-                       "hub id (default: v2t-roadscene)")
-    serve.add_argument("--t2ir", default="t2ir-hituav", help="text-to-infrared model: shipped name, pipeline folder "
-                       "or hub id (default: t2ir-hituav)")
+    serve.add_argument("--v2t", default="v2t-roadscene",
+                       help="translation model: " + MODEL_HELP.format("default: v2t-roadscene"))
+    serve.add_argument("--t2ir", default="t2ir-hituav",
+                       help="text-to-infrared model: " + MODEL_HELP.format("default: t2ir-hituav"))
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to listen on (default: 127.0.0.1; 0.0.0.0 opens it to the network)")
     serve.add_argument("--port", type=_positive_int, default=7860)

@@ -52,6 +52,14 @@ def kernel_distance_metric(extractor: nn.Module | None = None, subset_size: int 
                                        reset_real_features=False, **SCORED_ALONE)
 
 
+def kid_subset_size(smallest_set: int, cap: int) -> int:
+    """KID's subset size for sets of at least `smallest_set` images: half of them (so that the random subsets differ
+    and their std means something), at least 2 (a kernel estimate needs pairs), at most `cap`."""
+    if smallest_set < 2:
+        raise ValueError(f"KID needs at least 2 images in each set, got {smallest_set}")
+    return max(2, min(cap, smallest_set // 2))
+
+
 def metric_name(kind: str, extractor: nn.Module) -> str:
     return f"{kind}_{getattr(extractor, 'name', type(extractor).__name__)}"
 

@@ -31,7 +31,7 @@ from thermosynth.data.images import atomic_write, read_thermal, read_visible
 from thermosynth.data.normalization import ThermalNormalization
 from thermosynth.data.sources import PairRecord, load_pairs
 from thermosynth.distributed import SCORED_ALONE, is_main_process
-from thermosynth.evaluation.distribution import KID_SUBSETS, feature_distances
+from thermosynth.evaluation.distribution import KID_SUBSETS, feature_distances, kid_subset_size
 from thermosynth.evaluation.features import EfficientNetLite0Features
 from thermosynth.evaluation.optional import MetricUnavailable, inception_fid_metric, lpips_metric
 from thermosynth.evaluation.paired import PairedThermalMetrics
@@ -181,17 +181,23 @@ def evaluate_pairs(
     paired, hot, histogram = (PairedThermalMetrics(**SCORED_ALONE), HotRegionIoU(**SCORED_ALONE),
                               IntensityHistogramDistance(**SCORED_ALONE))
     optional, not_computed = {}, []
+    distributions = len(pairs) >= 2  # a set's mean and covariance (FD, FID) and KID's subsets need two images
+    if not distributions:
+        not_computed.append(f"Fréchet distance, KID and FID not computed: they compare sets of at least 2 images, "
+                            f"and {data} ({split}) has {len(pairs)} pair")
     for name, factory in (("fid_inception-v3", lambda: inception_fid_metric(inception_weights, **SCORED_ALONE)),
                           ("lpips_alex", lambda: lpips_metric(**SCORED_ALONE))):
+        if name.startswith("fid") and not distributions:
+            continue
         try:
             optional[name] = factory()
         except MetricUnavailable as reason:
             if name.startswith("fid") and inception_weights is not None:
                 raise  # asked for by path: fail rather than write a report without it
             not_computed.append(str(reason))
-    extractor = EfficientNetLite0Features()
-    cache = _reference_cache(pairs, extractor.name, normalization and normalization.to_dict())
-    real_features = load_file(cache)["features"] if cache.is_file() else None
+    extractor = EfficientNetLite0Features() if distributions else None
+    cache = distributions and _reference_cache(pairs, extractor.name, normalization and normalization.to_dict())
+    real_features = load_file(cache)["features"] if cache and cache.is_file() else None
     if real_features is not None:
         logger.info("reference features from cache %s", cache)
     trivial: dict[str, PairedThermalMetrics] = {}
@@ -218,27 +224,31 @@ def evaluate_pairs(
         hot.update(made, real)
         histogram.update(real, real=True)
         histogram.update(made, real=False)
-        if real_features is None:
-            new_real_features.append(extractor(real))
-        fake_features.append(extractor(made))
+        if distributions:
+            if real_features is None:
+                new_real_features.append(extractor(real))
+            fake_features.append(extractor(made))
         if len(rows) < 8:
             difference = ((made - real).abs()[0, 0].numpy() * 127.5).clip(0, 255).astype(np.uint8)
             rows.append([visible, tensor_to_rgb(real[0]), tensor_to_rgb(made[0]),
                          colorize(difference, "ironbow")])
 
-    if real_features is None:
-        real_features = torch.cat(new_real_features)
-        atomic_write(cache, lambda tmp: save_file({"features": real_features.contiguous()}, tmp))
-    kid_subset = max(2, min(50, len(pairs) // 2))  # subsets must differ for a meaningful std
-    metrics = {**paired.compute(), **hot.compute(), **histogram.compute(),
-               **feature_distances(real_features, torch.cat(fake_features), extractor, kid_subset),
+    distances, preprocessing = {}, dict(PREPROCESSING)
+    if distributions:
+        if real_features is None:
+            real_features = torch.cat(new_real_features)
+            atomic_write(cache, lambda tmp: save_file({"features": real_features.contiguous()}, tmp))
+        kid_subset = kid_subset_size(len(pairs), cap=50)
+        distances = feature_distances(real_features, torch.cat(fake_features), extractor, kid_subset)
+        preprocessing["kid"] = f"{KID_SUBSETS} subsets of {kid_subset} images"
+    metrics = {**paired.compute(), **hot.compute(), **histogram.compute(), **distances,
                **{name: float(metric.compute()) for name, metric in optional.items()}}
     report = {
         "data": str(data), "split": split, "pairs": len(pairs), "model": model, "generated": str(generated),
         "generation": generation or {}, "metrics": metrics, "not_computed": not_computed,
         "thermal_normalization": normalization and normalization.to_dict(),
         "trivial_predictors": {name: metric.compute() for name, metric in trivial.items()},
-        "preprocessing": {**PREPROCESSING, "kid": f"{KID_SUBSETS} subsets of {kid_subset} images"},
+        "preprocessing": preprocessing,
         "thermosynth": __version__, "torch": torch.__version__, "machine": platform.platform(),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from thermosynth.evaluation.distribution import feature_distances
+from thermosynth.evaluation.distribution import feature_distances, kid_subset_size
 from thermosynth.evaluation.features import EfficientNetLite0Features
 from thermosynth.evaluation.thermal import HotRegionStatistics, IntensityHistogramDistance
 
@@ -18,7 +18,7 @@ def compare_sets(real: torch.Tensor, generated: torch.Tensor, batch_size: int = 
     if len(real) < 2 or len(generated) < 2:
         raise ValueError("comparing sets needs at least 2 real and 2 generated images")
     extractor = EfficientNetLite0Features()
-    subset = max(2, min(100, len(real) // 2, len(generated) // 2))  # subsets must differ for a meaningful std
+    subset = kid_subset_size(min(len(real), len(generated)), cap=100)
     histogram = IntensityHistogramDistance()
     hot = {True: HotRegionStatistics(), False: HotRegionStatistics()}
     features = {True: [], False: []}
