@@ -257,6 +257,9 @@ def serve(v2t: str, t2ir: str, host: str = "127.0.0.1", port: int = 7860, device
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"listening on {host}: anyone who can reach this machine on port {port} can use the app", flush=True)
     _stop_on_signals()
-    print(f"thermosynth app on http://{host}:{port} (Ctrl+C stops it)", flush=True)
     page.launch(server_name=host, server_port=port, max_file_size=f"{MAX_UPLOAD_MB}mb",
-                allowed_paths=[str(SAMPLES)], quiet=True, footer_links=[])
+                allowed_paths=[str(SAMPLES)], quiet=True, footer_links=[], prevent_thread_lock=True)
+    # said once the page is served (launch returns after Gradio's startup events), not before: a browser or a test
+    # that waits for this line must not find a port that is still opening
+    print(f"thermosynth app on http://{host}:{port} (Ctrl+C stops it)", flush=True)
+    page.block_thread()
