@@ -88,23 +88,45 @@ def test_mask_term_gradient_reaches_the_unet():
     assert all(p.grad is None for p in vae.parameters())  # the decoder is frozen, only passes gradient through
 
 
-def test_lambda_zero_is_the_plain_epsilon_loss():
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_lambda_zero_is_the_plain_diffusion_loss(prediction_type):
     vae, unet = _tiny_models()
-    scheduler, batch = noise_schedule(), _batch()
+    scheduler, batch = noise_schedule(prediction_type=prediction_type), _batch()
     loss, _ = compute_loss(unet, vae, batch, scheduler, torch.Generator().manual_seed(5), 0.0, 999)
     g = torch.Generator().manual_seed(5)  # replay the same draws by hand
     noise = torch.randn(batch["latent"].shape, generator=g)
     t = torch.randint(0, 1000, (4,), generator=g)
-    eps = unet(scheduler.add_noise(batch["latent"], noise, t), t, encoder_hidden_states=batch["text_states"],
-               encoder_attention_mask=batch["text_mask"]).sample
-    assert loss.item() == pytest.approx(F.mse_loss(eps, noise).item(), rel=1e-6)
+    prediction = unet(scheduler.add_noise(batch["latent"], noise, t), t, encoder_hidden_states=batch["text_states"],
+                      encoder_attention_mask=batch["text_mask"]).sample
+    abar = scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
+    velocity = abar.sqrt() * noise - (1 - abar).sqrt() * batch["latent"]  # Salimans & Ho 2022
+    target = noise if prediction_type == "epsilon" else velocity
+    assert loss.item() == pytest.approx(F.mse_loss(prediction, target).item(), rel=1e-6)
+
+
+def test_mask_term_decodes_the_velocity_models_clean_latent():
+    """Under v-prediction z0_hat = sqrt(abar) z_t - sqrt(1 - abar) v_hat: replayed by hand for every sample."""
+    vae, unet = _tiny_models()
+    scheduler, batch = noise_schedule(prediction_type="v_prediction"), _batch()
+    loss, extras = compute_loss(unet, vae, batch, scheduler, torch.Generator().manual_seed(7), 1.0, 999)
+    g = torch.Generator().manual_seed(7)
+    noise = torch.randn(batch["latent"].shape, generator=g)
+    t = torch.randint(0, 1000, (4,), generator=g)
+    noisy = scheduler.add_noise(batch["latent"], noise, t)
+    v = unet(noisy, t, encoder_hidden_states=batch["text_states"], encoder_attention_mask=batch["text_mask"]).sample
+    abar = scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
+    z0 = abar.sqrt() * noisy - (1 - abar).sqrt() * v
+    x0_hat = vae.decode(z0 / vae.config.scaling_factor).sample.mean(dim=1, keepdim=True)
+    term = ((batch["thermal"] - x0_hat).abs() * batch["weights"]).mean(dim=(1, 2, 3))
+    assert extras["mask_l1"] == pytest.approx(term.mean().item(), rel=1e-5)
+    assert loss.item() == pytest.approx(extras["diffusion_mse"] + term.mean().item(), rel=1e-5)
 
 
 def test_mask_term_only_for_timesteps_up_to_t_max():
     vae, unet = _tiny_models()
     scheduler, batch = noise_schedule(), _batch()
     loss, extras = compute_loss(unet, vae, batch, scheduler, torch.Generator().manual_seed(3), 1.0, -1)
-    assert np.isnan(extras["mask_l1"]) and loss.item() == pytest.approx(extras["eps_mse"])
+    assert np.isnan(extras["mask_l1"]) and loss.item() == pytest.approx(extras["diffusion_mse"])
 
 
 def test_mask_term_weighs_each_sample_by_the_batch_not_by_the_selection():

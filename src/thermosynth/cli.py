@@ -75,7 +75,7 @@ def _add_normalization_arguments(parser: argparse.ArgumentParser, when: str = ""
 
 def _add_model_source_arguments(parser: argparse.ArgumentParser, init_from: str, lora: str) -> None:
     """What a latent diffusion task starts from: thermosynth's autoencoder, or a pretrained Stable Diffusion, with the
-    options that make the latter fit in memory."""
+    options that make the latter fit in memory; and what its UNet predicts."""
     parser.add_argument("--autoencoder",
                         help="folder of a trained autoencoder (<run>/autoencoder); with --init-from, the VAE whose "
                         "decoder `train autoencoder --init-from` fine-tuned on thermal images")
@@ -90,6 +90,9 @@ def _add_model_source_arguments(parser: argparse.ArgumentParser, init_from: str,
                         help="torch.compile the UNet: faster training steps on a GPU after a compile of a minute or "
                         "more at the start (and at the first validation)")
     _add_normalization_arguments(parser, "with --init-from; otherwise the autoencoder's")
+    parser.add_argument("--prediction-type", choices=("epsilon", "v_prediction"),
+                        help="what the UNet predicts; v_prediction trains on a zero-terminal-SNR schedule (with "
+                        "--init-from: the pretrained model's)")
 
 
 def _training_config(task: str, args: argparse.Namespace):
@@ -105,9 +108,7 @@ def _training_config(task: str, args: argparse.Namespace):
     if task in ("v2t", "t2ir"):
         extra.update(autoencoder=str(Path(args.autoencoder)) if args.autoencoder else None, init_from=args.init_from,
                      lora_rank=args.lora_rank, gradient_checkpointing=args.gradient_checkpointing or None,
-                     compile_unet=args.compile or None)
-    if task == "v2t":
-        extra["prediction_type"] = args.prediction_type
+                     compile_unet=args.compile or None, prediction_type=args.prediction_type)
     if task == "t2ir":
         extra.update(text_encoder=args.text_encoder, long_clip=args.long_clip or None,
                      mask_loss_weight=args.mask_loss_weight, mask_t_max=args.mask_t_max,
@@ -333,9 +334,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training_arguments(v2t)
     _add_model_source_arguments(v2t, "its VAE as it is and its UNet widened for the visible latent",
                                 "LoRA adapters and conv_in")
-    v2t.add_argument("--prediction-type", choices=("epsilon", "v_prediction"),
-                     help="what the UNet predicts; v_prediction trains on a zero-terminal-SNR schedule (with "
-                     "--init-from: the pretrained model's)")
     t2ir = tasks.add_parser("t2ir", help="the text-to-infrared latent diffusion model (TxT2IR)")
     _add_training_arguments(t2ir)
     _add_model_source_arguments(t2ir, "its UNet fine-tuned, its VAE and CLIP text encoder frozen", "LoRA adapters")

@@ -137,6 +137,17 @@ def check_init_from(config) -> None:
                          "brings its own normalisation")
 
 
+def resolve_prediction_type(config) -> None:
+    """What a latent UNet learns to predict: the preset's choice for a new UNet, a pretrained UNet's own (recorded in
+    its scheduler config) with `init_from`, whatever the preset says."""
+    if config.prediction_type not in PREDICTION_TYPES:
+        raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {config.prediction_type!r}")
+    if config.init_from:
+        from thermosynth.models.stable_diffusion import pretrained_prediction_type
+
+        config.prediction_type = pretrained_prediction_type(config.init_from)
+
+
 @dataclass
 class V2TTrainConfig(TrainConfig):
     task = "v2t"
@@ -154,15 +165,10 @@ class V2TTrainConfig(TrainConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.prediction_type not in PREDICTION_TYPES:
-            raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {self.prediction_type!r}")
         if self.architecture not in V2T_UNET_ARCHITECTURES:
             raise ValueError(f"architecture must be one of {sorted(V2T_UNET_ARCHITECTURES)}")
         check_init_from(self)
-        if self.init_from:  # the pretrained UNet's own prediction type, whatever the preset says
-            from thermosynth.models.stable_diffusion import pretrained_prediction_type
-
-            self.prediction_type = pretrained_prediction_type(self.init_from)
+        resolve_prediction_type(self)
         if not 0.0 <= self.condition_dropout < 1.0:
             raise ValueError(f"condition_dropout must be in [0, 1), got {self.condition_dropout}")
 
@@ -200,9 +206,12 @@ class T2IRTrainConfig(TrainConfig):
     image_size: tuple[int, int] = (128, 160)  # (height, width) every training image is fitted to
     condition_dropout: float = 0.1  # captions replaced by "" this often, for classifier-free guidance
     num_train_timesteps: int = 1000
+    prediction_type: str = "epsilon"  # or "v_prediction", on a zero-terminal-SNR schedule (training/diffusion.py)
     # Thermal-mask loss: lambda * mean(|x0 - D(z0_hat)| * M), through the decoder (TxT2IR; DESIGN.md).
     mask_loss_weight: float = 1.0  # lambda (TxT2IR's code used 50, but its term had no gradient: never tuned)
-    mask_t_max: int = 500  # apply it only for t <= this: z0_hat amplifies the error by 1/sqrt(abar_t) (14x at t=999)
+    # apply it only for t <= this: under noise prediction z0_hat amplifies the UNet's error by sqrt((1 - abar_t) /
+    # abar_t) (14x at t=999); under velocity prediction by sqrt(1 - abar_t), never more than 1x
+    mask_t_max: int = 500
     hot_weight: float = 5.0
     cold_weight: float = 0.5
     mask_method: str = "otsu"  # otsu | percentile
@@ -218,13 +227,7 @@ class T2IRTrainConfig(TrainConfig):
             raise ValueError(f"architecture must be one of {sorted(T2IR_UNET_ARCHITECTURES)}")
         check_init_from(self)
         self.text_encoder = self.text_encoder or self.init_from or DEFAULT_TEXT_ENCODER
-        if self.init_from:
-            from thermosynth.models.stable_diffusion import pretrained_prediction_type
-
-            predicts = pretrained_prediction_type(self.init_from)
-            if predicts != "epsilon":  # the mask loss's z0 estimate assumes it
-                raise ValueError(f"{self.init_from} predicts {predicts}; text to infrared trains epsilon prediction: "
-                                 "start from SD-1.5 or SD-2.1-base")
+        resolve_prediction_type(self)
         if not 0.0 <= self.condition_dropout < 1.0:
             raise ValueError(f"condition_dropout must be in [0, 1), got {self.condition_dropout}")
         if self.mask_loss_weight < 0:

@@ -3,6 +3,9 @@
     L = ||eps - eps_hat||^2 + lambda * mean(|x0 - D(z0_hat)| * M)
     z0_hat = (z_t - sqrt(1 - abar_t) eps_hat) / sqrt(abar_t)
 
+(TxT2IR Eq. 4, with noise prediction. With velocity prediction the first term is ||v - v_hat||^2 and
+z0_hat = sqrt(abar_t) z_t - sqrt(1 - abar_t) v_hat, training/diffusion.py.)
+
 M is `hot_weight` on the hot pixels of the real image x0 and `cold_weight` elsewhere. The public TxT2IR code
 computes the second term without gradients, so it never trains; here the frozen decoder D stays in the graph, and
 the gradient reaches the UNet through z0_hat (tests/test_t2ir.py checks it).
@@ -47,7 +50,7 @@ from thermosynth.pipelines.text_to_thermal import TextToThermalPipeline
 from thermosynth.render import image_grid, tensor_to_rgb
 from thermosynth.training.autoencoder import init_from_autoencoder, load_normalization
 from thermosynth.training.config import T2IRTrainConfig
-from thermosynth.training.diffusion import noise_schedule, predicted_x0
+from thermosynth.training.diffusion import noise_schedule, predicted_x0, prediction_target
 from thermosynth.training.loop import TrainingTask, train_with
 
 logger = logging.getLogger(__name__)
@@ -62,7 +65,8 @@ def compute_loss(
     mask_loss_weight: float,
     mask_t_max: int,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Epsilon-MSE plus the thermal-mask term for the samples with t <= mask_t_max.
+    """The diffusion MSE (of the noise, or of the velocity under a v-prediction schedule) plus the thermal-mask term
+    for the samples with t <= mask_t_max.
 
     batch: latent (B, 4, h, w) scaled, thermal (B, 1, H, W) in [-1, 1], weights (B, 1, H, W), text_states
     (B, L, D), text_mask (B, L).
@@ -72,22 +76,23 @@ def compute_loss(
     noise = randn_tensor(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
     timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (size,), generator=generator).to(latents.device)
     noisy = scheduler.add_noise(latents, noise, timesteps)
-    eps = unet(noisy, timesteps, encoder_hidden_states=batch["text_states"],
-               encoder_attention_mask=batch["text_mask"]).sample
-    eps_loss = F.mse_loss(eps.float(), noise.float())
-    extras = {"eps_mse": eps_loss.item()}
+    prediction = unet(noisy, timesteps, encoder_hidden_states=batch["text_states"],
+                      encoder_attention_mask=batch["text_mask"]).sample
+    target = prediction_target(scheduler, latents, noise, timesteps)
+    diffusion_loss = F.mse_loss(prediction.float(), target.float())
+    extras = {"diffusion_mse": diffusion_loss.item()}
     if mask_loss_weight == 0:
-        return eps_loss, extras
+        return diffusion_loss, extras
 
     selected = timesteps <= mask_t_max
     if not selected.any():
-        return eps_loss, {**extras, "mask_l1": float("nan")}
-    z0 = predicted_x0(noisy[selected], eps[selected], timesteps[selected], scheduler)
+        return diffusion_loss, {**extras, "mask_l1": float("nan")}
+    z0 = predicted_x0(noisy[selected], prediction[selected], timesteps[selected], scheduler)
     x0_hat = LatentCodec(vae).decode_thermal(z0, clamp=False)  # as the pipelines read it; gradient flows through D
     per_sample = ((batch["thermal"][selected] - x0_hat).abs() * batch["weights"][selected]).mean(dim=(1, 2, 3))
     # Divided by the whole batch, so a sample's weight does not depend on how many others fall under t_max.
     mask_term = per_sample.sum() / size
-    return eps_loss + mask_loss_weight * mask_term, {**extras, "mask_l1": per_sample.mean().item()}
+    return diffusion_loss + mask_loss_weight * mask_term, {**extras, "mask_l1": per_sample.mean().item()}
 
 
 @dataclass
@@ -206,7 +211,7 @@ def build_task(config: T2IRTrainConfig) -> TrainingTask:
         normalization = load_normalization(Path(config.autoencoder))
         vae = AutoencoderKL.from_pretrained(Path(config.autoencoder)).eval().requires_grad_(False)
         tokenizer, text_encoder = load_text_encoder(config.text_encoder, config.long_clip)
-        scheduler = noise_schedule(config.num_train_timesteps)
+        scheduler = noise_schedule(config.num_train_timesteps, config.prediction_type)
         torch.manual_seed(config.seed)
         unet = build_t2ir_unet(config.architecture, hidden_size(text_encoder), vae.config.latent_channels)
     vae.to(device)
