@@ -195,11 +195,13 @@ def evaluate_pairs(
             if name.startswith("fid") and inception_weights is not None:
                 raise  # asked for by path: fail rather than write a report without it
             not_computed.append(str(reason))
-    extractor = EfficientNetLite0Features() if distributions else None
-    cache = distributions and _reference_cache(pairs, extractor.name, normalization and normalization.to_dict())
-    real_features = load_file(cache)["features"] if cache and cache.is_file() else None
-    if real_features is not None:
-        logger.info("reference features from cache %s", cache)
+    extractor = cache = real_features = None
+    if distributions:
+        extractor = EfficientNetLite0Features()
+        cache = _reference_cache(pairs, extractor.name, normalization and normalization.to_dict())
+        if cache.is_file():
+            real_features = load_file(cache)["features"]
+            logger.info("reference features from cache %s", cache)
     trivial: dict[str, PairedThermalMetrics] = {}
     new_real_features, fake_features, rows = [], [], []
     for pair in tqdm(pairs, desc="score", leave=False):
