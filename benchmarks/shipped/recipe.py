@@ -44,6 +44,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -155,12 +156,13 @@ def _half_text_encoder(folder: Path) -> None:
 
 # ------------------------------------------------------------------------------------------------------ device
 class Runs:
-    """`thermosynth train` processes started side by side, each logging to logs/<name>.log."""
+    """`thermosynth train` processes started side by side, each logging to logs/<name>.log; `seconds` holds each
+    one's run time, measured when it ends (a watcher thread), not when the driver gets round to waiting for it."""
 
     def __init__(self, root: Path):
         self.root = root
         (root / "logs").mkdir(parents=True, exist_ok=True)
-        self.running: dict[str, tuple[subprocess.Popen, float]] = {}
+        self.running: dict[str, tuple[subprocess.Popen, threading.Thread]] = {}
         self.seconds: dict[str, float] = {}
         self.failed: list[str] = []
 
@@ -169,14 +171,21 @@ class Runs:
         logger.info("start %s: thermosynth train %s", name, " ".join(args))
         log = (self.root / "logs" / f"{name}.log").open("a")
         env = {**os.environ, "OMP_NUM_THREADS": "3"}  # five processes share the machine's cores
-        self.running[name] = (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env), time.time())
+        process, started = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env), time.time()
+
+        def watch() -> None:
+            process.wait()
+            self.seconds[name] = time.time() - started
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        self.running[name] = (process, watcher)
 
     def wait(self, *names: str) -> None:
         for name in names:
-            process, started = self.running.pop(name)
-            returncode = process.wait()
-            self.seconds[name] = time.time() - started
-            if returncode != 0:  # keep going: the other runs' results are still worth bringing back
+            process, watcher = self.running.pop(name)
+            watcher.join()
+            if process.returncode != 0:  # keep going: the other runs' results are still worth bringing back
                 logger.error("%s failed (exit %d); see logs/%s.log", name, process.returncode, name)
                 self.failed.append(name)
             logger.info("done %s in %.0f s", name, self.seconds[name])
