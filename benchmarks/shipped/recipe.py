@@ -273,6 +273,14 @@ def _machine() -> dict:
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
 
 
+def _fp32_pipeline(folder: str | Path):
+    """A trained pipeline ready to sample in fp32 (the same arithmetic as the CPU evaluation), on the GPU when there
+    is one, with DDIM where it samples."""
+    from thermosynth.pipelines import load_pipeline, prepare_for_inference
+
+    return prepare_for_inference(load_pipeline(str(folder)), None, "ddim", "fp32")
+
+
 def _wait_for(ready, what: str) -> None:
     """Wait for something a later device call carries (the driver starts before it arrives)."""
     while not ready():
@@ -298,9 +306,7 @@ def choose_v2t(road: Path, root: Path, results: Path) -> dict:
 
 def score_pix2pix(road: Path, root: Path, results: Path, choice: dict) -> None:
     """pix2pix's row of the validation table, scored alike (no choice to make: for comparison)."""
-    from thermosynth.pipelines import load_pipeline, prepare_for_inference
-
-    pipeline = prepare_for_inference(load_pipeline(str(root / "pix2pix" / "pipeline")), None, "ddim", "fp32")
+    pipeline = _fp32_pipeline(root / "pix2pix" / "pipeline")
     choice["val"].append({"model": "pix2pix", **score_on_validation(road, pipeline, root / "choice" / "pix2pix")})
     (results / "choice-table.json").write_text(json.dumps(choice["val"], indent=2))
 
@@ -309,12 +315,10 @@ def translate_tests(road: Path, root: Path, results: Path, choice: dict, model: 
     """RoadScene test outputs of the chosen V2T model at the chosen setting ("v2t") or of pix2pix ("pix2pix"),
     fp32 as on the CPU."""
     from thermosynth.data.sources import load_pairs
-    from thermosynth.pipelines import load_pipeline, prepare_for_inference
     from thermosynth.translate import translate_files
 
     visible = [p.visible for p in load_pairs(road, "test")]
-    folder = root / (choice["model"] if model == "v2t" else "pix2pix") / "pipeline"
-    pipeline = prepare_for_inference(load_pipeline(str(folder)), None, "ddim", "fp32")
+    pipeline = _fp32_pipeline(root / (choice["model"] if model == "v2t" else "pix2pix") / "pipeline")
     setting = ({"num_inference_steps": choice["num_inference_steps"], "guidance_scale": choice["guidance_scale"]}
                if model == "v2t" else {})
     translate_files(pipeline, visible, results / f"test-{model}", batch_size=8, **setting)
@@ -423,11 +427,9 @@ def choose_sampling(road: Path, models: dict[str, str], out: Path, guidances=GUI
                     steps=STEP_CHOICES) -> dict:
     """Translate the validation pairs with every model (name: folder) x guidance x step count (DDIM, fp32, on the GPU
     when there is one), score each, and return the table and the model and setting with the best mean rank."""
-    from thermosynth.pipelines import load_pipeline, prepare_for_inference
-
     table = []
     for name, folder in models.items():
-        pipeline = prepare_for_inference(load_pipeline(folder), None, "ddim", "fp32")
+        pipeline = _fp32_pipeline(folder)
         for guidance in guidances:
             for count in steps:
                 generation = {"num_inference_steps": count, "guidance_scale": guidance}
