@@ -79,8 +79,8 @@ def _batch(size=4):
 def test_mask_term_gradient_reaches_the_unet():
     vae, unet = _tiny_models()
     scheduler, batch = noise_schedule(), _batch()
-    with_mask, extras = compute_loss(unet, vae, batch, scheduler, torch.Generator().manual_seed(3), 1.0, 999)
-    plain, _ = compute_loss(unet, vae, batch, scheduler, torch.Generator().manual_seed(3), 0.0, 999)
+    with_mask, extras = compute_loss(unet, vae, batch, scheduler, torch.Generator().manual_seed(3), 1.0, 999, 4)
+    plain, _ = compute_loss(unet, vae, batch, scheduler, torch.Generator().manual_seed(3), 0.0, 999, 4)
     assert extras["mask_l1"] > 0
     (with_mask - plain).backward()  # the mask term alone
     gradients = [p.grad.abs().sum().item() for p in unet.parameters() if p.grad is not None]
@@ -92,7 +92,7 @@ def test_mask_term_gradient_reaches_the_unet():
 def test_lambda_zero_is_the_plain_diffusion_loss(prediction_type):
     vae, unet = _tiny_models()
     scheduler, batch = noise_schedule(prediction_type=prediction_type), _batch()
-    loss, _ = compute_loss(unet, vae, batch, scheduler, torch.Generator().manual_seed(5), 0.0, 999)
+    loss, _ = compute_loss(unet, vae, batch, scheduler, torch.Generator().manual_seed(5), 0.0, 999, 4)
     g = torch.Generator().manual_seed(5)  # replay the same draws by hand
     noise = torch.randn(batch["latent"].shape, generator=g)
     t = torch.randint(0, 1000, (4,), generator=g)
@@ -108,7 +108,7 @@ def test_mask_term_decodes_the_velocity_models_clean_latent():
     """Under v-prediction z0_hat = sqrt(abar) z_t - sqrt(1 - abar) v_hat: replayed by hand for every sample."""
     vae, unet = _tiny_models()
     scheduler, batch = noise_schedule(prediction_type="v_prediction"), _batch()
-    loss, extras = compute_loss(unet, vae, batch, scheduler, torch.Generator().manual_seed(7), 1.0, 999)
+    loss, extras = compute_loss(unet, vae, batch, scheduler, torch.Generator().manual_seed(7), 1.0, 999, 4)
     g = torch.Generator().manual_seed(7)
     noise = torch.randn(batch["latent"].shape, generator=g)
     t = torch.randint(0, 1000, (4,), generator=g)
@@ -125,31 +125,61 @@ def test_mask_term_decodes_the_velocity_models_clean_latent():
 def test_mask_term_only_for_timesteps_up_to_t_max():
     vae, unet = _tiny_models()
     scheduler, batch = noise_schedule(), _batch()
-    loss, extras = compute_loss(unet, vae, batch, scheduler, torch.Generator().manual_seed(3), 1.0, -1)
+    loss, extras = compute_loss(unet, vae, batch, scheduler, torch.Generator().manual_seed(3), 1.0, -1, 4)
     assert np.isnan(extras["mask_l1"]) and loss.item() == pytest.approx(extras["diffusion_mse"])
+
+
+def _replay(unet, vae, batch, scheduler, seed):
+    """compute_loss's draws replayed by hand under noise prediction: (generator after the draws, noise, timesteps,
+    predicted noise, each sample's mask term |x0 - D(z0_hat)| * M averaged over its pixels)."""
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.randn(batch["latent"].shape, generator=g)
+    t = torch.randint(0, 1000, (len(noise),), generator=g)
+    noisy = scheduler.add_noise(batch["latent"], noise, t)
+    eps = unet(noisy, t, encoder_hidden_states=batch["text_states"], encoder_attention_mask=batch["text_mask"]).sample
+    terms = []
+    for i in range(len(noise)):
+        abar = scheduler.alphas_cumprod[t[i]]
+        z0 = (noisy[i : i + 1] - (1 - abar).sqrt() * eps[i : i + 1]) / abar.sqrt()
+        x0_hat = vae.decode(z0 / vae.config.scaling_factor).sample.mean(dim=1, keepdim=True)
+        terms.append(((batch["thermal"][i : i + 1] - x0_hat).abs() * batch["weights"][i : i + 1]).mean().item())
+    return g, noise, t, eps, terms
 
 
 def test_mask_term_weighs_each_sample_by_the_batch_not_by_the_selection():
     """Replayed by hand: with 2 of 4 samples under t_max, the term is the sum of their per-sample means over 4."""
     vae, unet = _tiny_models()
     scheduler, batch = noise_schedule(), _batch()
-    g = torch.Generator().manual_seed(7)
-    noise = torch.randn(batch["latent"].shape, generator=g)
-    t = torch.randint(0, 1000, (4,), generator=g)
+    _, noise, t, eps, terms = _replay(unet, vae, batch, scheduler, 7)
     t_max = int(t.sort().values[1])  # selects exactly the two smallest timesteps
-    loss, extras = compute_loss(unet, vae, batch, scheduler, torch.Generator().manual_seed(7), 1.0, t_max)
-    noisy = scheduler.add_noise(batch["latent"], noise, t)
-    eps = unet(noisy, t, encoder_hidden_states=batch["text_states"], encoder_attention_mask=batch["text_mask"]).sample
-    terms = []
-    for i in (t <= t_max).nonzero().flatten().tolist():
-        abar = scheduler.alphas_cumprod[t[i]]
-        z0 = (noisy[i : i + 1] - (1 - abar).sqrt() * eps[i : i + 1]) / abar.sqrt()
-        x0_hat = vae.decode(z0 / vae.config.scaling_factor).sample.mean(dim=1, keepdim=True)
-        terms.append(((batch["thermal"][i : i + 1] - x0_hat).abs() * batch["weights"][i : i + 1]).mean())
-    assert len(terms) == 2
-    expected = F.mse_loss(eps, noise) + sum(terms) / 4
-    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
-    assert extras["mask_l1"] == pytest.approx((sum(terms) / 2).item(), rel=1e-5)
+    loss, extras = compute_loss(unet, vae, batch, scheduler, torch.Generator().manual_seed(7), 1.0, t_max, 4)
+    selected = [terms[i] for i in (t <= t_max).nonzero().flatten().tolist()]
+    assert len(selected) == 2
+    assert loss.item() == pytest.approx(F.mse_loss(eps, noise).item() + sum(selected) / 4, rel=1e-5)
+    assert extras["mask_l1"] == pytest.approx(sum(selected) / 2, rel=1e-5)
+
+
+def test_mask_term_decodes_a_random_few_scaled_to_every_selected_sample():
+    """mask_samples=1 with all 4 samples under t_max: one decode, of the sample the generator draws next, counted
+    4 times (then divided by the batch): an unbiased estimate of the term over all 4."""
+    vae, unet = _tiny_models()
+    scheduler, batch = noise_schedule(), _batch()
+    decoded, decode = [], vae.decode
+
+    def counted_decode(z, *args, **kwargs):
+        decoded.append(len(z))
+        return decode(z, *args, **kwargs)
+
+    vae.decode = counted_decode
+    for seed in (7, 8, 9):
+        g, noise, _, eps, terms = _replay(unet, vae, batch, scheduler, seed)
+        chosen = int(torch.randperm(4, generator=g)[0])
+        decoded.clear()
+        loss, extras = compute_loss(unet, vae, batch, scheduler, torch.Generator().manual_seed(seed), 1.0, 999, 1)
+        assert decoded == [1]
+        assert extras["mask_l1"] == pytest.approx(terms[chosen], rel=1e-5)
+        assert loss.item() == pytest.approx(F.mse_loss(eps, noise).item() + terms[chosen] * 4 / 4, rel=1e-5)
+        assert terms[chosen] != pytest.approx(float(np.mean(terms)), rel=1e-3)  # one sample, not the mean of four
 
 
 def test_default_text_encoder_is_offline_minilm():
@@ -316,7 +346,7 @@ def test_decoder_checkpointing_gives_the_same_gradient():
 
     def gradient():
         unet.zero_grad()
-        compute_loss(unet, vae, batch, scheduler, torch.Generator().manual_seed(3), 1.0, 999)[0].backward()
+        compute_loss(unet, vae, batch, scheduler, torch.Generator().manual_seed(3), 1.0, 999, 4)[0].backward()
         return torch.cat([p.grad.flatten() for p in unet.parameters() if p.grad is not None])
 
     calls, forward = [], vae.decoder.mid_block.forward

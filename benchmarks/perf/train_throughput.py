@@ -109,7 +109,8 @@ def thermosynth_run(args, device: str, work: Path) -> tuple[float, float]:
     from thermosynth.training.config import DataConfig
 
     data = synthetic_data(work / "data", args.task, max(args.batch_size, 8), args.resolution)
-    size = {"crop_size": args.resolution} if args.task == "v2t" else {"image_size": (args.resolution, args.resolution)}
+    size = ({"crop_size": args.resolution} if args.task == "v2t"
+            else {"image_size": (args.resolution, args.resolution), "mask_samples": args.mask_samples})
     config = make_config(args.task, args.preset, output_dir=str(work / "run"), data=DataConfig(paths=[str(data)]),
                          autoencoder=str(args.autoencoder), architecture=args.architecture,
                          batch_size=args.batch_size, steps=args.warmup + args.steps, **size,
@@ -140,11 +141,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mixed-precision", default="no", choices=("no", "bf16"))
     parser.add_argument("--compile", action="store_true", help="thermosynth trains with --compile (the plain loop "
                         "stays eager)")
+    parser.add_argument("--mask-samples", type=int, help="t2ir: samples decoded per step for the mask loss "
+                        "(default: the preset's)")
     parser.add_argument("--autoencoder", default=AUTOENCODER, help="the frozen autoencoder (default: the shipped)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--results", type=Path, default=RESULTS, help="the JSON-lines file rows are appended to")
     args = parser.parse_args(argv)
-    from thermosynth.training.config import PRESETS
+    from thermosynth.training.config import PRESETS, T2IRTrainConfig
 
     args.architecture = args.architecture or PRESETS[args.task][args.preset]["architecture"]
     peak = matmul_peak(args.device)
@@ -162,6 +165,7 @@ def main(argv: list[str] | None = None) -> None:
         "question": f"{args.task} training throughput", "preset": args.preset, "architecture": args.architecture,
         "resolution": args.resolution, "batch_size": args.batch_size, "mixed_precision": args.mixed_precision,
         "timed_steps": args.steps, "warmup_steps": args.warmup, "compile": args.compile,
+        **({"mask_samples": args.mask_samples or T2IRTrainConfig.mask_samples} if args.task == "t2ir" else {}),
         "thermosynth_first_step_s": round(first_step_s, 2),
         "thermosynth_images_per_s": round(ours_ips, 3), "reference_images_per_s": round(reference_ips, 3),
         "ratio": round(ours_ips / reference_ips, 3),

@@ -40,7 +40,7 @@ def main(run: Path) -> None:
         batch["text_states"], batch["text_mask"] = encode_prompts(tokenizer, text_encoder, prompts)
         eps_only, total = (
             unet_gradient(unet, compute_loss(unet, vae, batch, scheduler, torch.Generator().manual_seed(100 + seed),
-                                             weight, config.mask_t_max)[0])
+                                             weight, config.mask_t_max, 16)[0])  # all 16: the term, no estimate
             for weight in (0.0, config.mask_loss_weight)
         )
         ratios.append(((total - eps_only).norm() / eps_only.norm()).item())

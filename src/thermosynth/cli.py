@@ -112,7 +112,8 @@ def _training_config(task: str, args: argparse.Namespace):
     if task == "t2ir":
         extra.update(text_encoder=args.text_encoder, long_clip=args.long_clip or None,
                      mask_loss_weight=args.mask_loss_weight, mask_t_max=args.mask_t_max,
-                     mask_method=args.mask_method, mask_in_boxes=args.mask_in_boxes or None,
+                     mask_samples=args.mask_samples, mask_method=args.mask_method,
+                     mask_in_boxes=args.mask_in_boxes or None,
                      decoder_checkpointing=args.decoder_checkpointing or None)
     if task == "faces":
         extra.update(identities=args.identities, identity_encoder=args.identity_encoder,
@@ -343,6 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     t2ir.add_argument("--long-clip", action="store_true", help="stretch CLIP to 248 tokens (LongCLIP)")
     t2ir.add_argument("--mask-loss-weight", type=float, help="lambda of the thermal-mask loss (0: off)")
     t2ir.add_argument("--mask-t-max", type=int, help="apply the mask loss only for timesteps <= this")
+    t2ir.add_argument("--mask-samples", type=_positive_int,
+                      help="decode at most this many samples per step for the mask loss (default 4; unbiased)")
     t2ir.add_argument("--mask-method", choices=("otsu", "percentile"), help="hot-pixel threshold")
     t2ir.add_argument("--mask-in-boxes", action="store_true", help="hot pixels only inside annotated boxes")
     t2ir.add_argument("--decoder-checkpointing", action="store_true",

@@ -212,6 +212,9 @@ class T2IRTrainConfig(TrainConfig):
     # apply it only for t <= this: under noise prediction z0_hat amplifies the UNet's error by sqrt((1 - abar_t) /
     # abar_t) (14x at t=999); under velocity prediction by sqrt(1 - abar_t), never more than 1x
     mask_t_max: int = 500
+    # decode at most this many of a step's samples under mask_t_max for the term (an unbiased estimate of it over
+    # them all): the decoder's backward pass is the costly part of a T2IR step (benchmarks/perf/RESULTS.md)
+    mask_samples: int = 4
     hot_weight: float = 5.0
     cold_weight: float = 0.5
     mask_method: str = "otsu"  # otsu | percentile
@@ -232,6 +235,8 @@ class T2IRTrainConfig(TrainConfig):
             raise ValueError(f"condition_dropout must be in [0, 1), got {self.condition_dropout}")
         if self.mask_loss_weight < 0:
             raise ValueError(f"mask_loss_weight must be >= 0, got {self.mask_loss_weight}")
+        if self.mask_samples < 1:
+            raise ValueError(f"mask_samples must be >= 1, got {self.mask_samples}")
         if len(self.image_size) != 2 or any(s <= 0 or s % 8 for s in self.image_size):
             raise ValueError(f"image_size must be (height, width), multiples of 8, got {self.image_size}")
         HotMaskSpec(self.mask_method, self.mask_percentile)  # validates the mask settings
