@@ -19,6 +19,7 @@ import tempfile
 
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
+from grad_ratio import unet_gradient  # this folder's script (on sys.path when run as a script)
 
 from thermosynth.models.text_encoders import encode_prompts, load_text_encoder
 from thermosynth.pretrained import ROOT as SHIPPED
@@ -26,12 +27,6 @@ from thermosynth.training.autoencoder import load_normalization
 from thermosynth.training.config import DataConfig, make_config
 from thermosynth.training.diffusion import noise_schedule
 from thermosynth.training.t2ir import CaptionedLatents, compute_loss, load_captioned
-
-
-def gradient(unet, loss) -> torch.Tensor:
-    unet.zero_grad()
-    loss.backward()
-    return torch.cat([p.grad.flatten() for p in unet.parameters() if p.grad is not None])
 
 
 def main() -> None:
@@ -59,7 +54,7 @@ def main() -> None:
         batch["text_states"], batch["text_mask"] = encode_prompts(tokenizer, text_encoder, prompts)
 
         diffusion, full, estimate = (
-            gradient(unet, compute_loss(unet, vae, batch, scheduler, torch.Generator().manual_seed(100 + index),
+            unet_gradient(unet, compute_loss(unet, vae, batch, scheduler, torch.Generator().manual_seed(100 + index),
                                         weight, config.mask_t_max, samples)[0])
             for weight, samples in ((0.0, args.batch_size), (config.mask_loss_weight, args.batch_size),
                                     (config.mask_loss_weight, args.mask_samples))
