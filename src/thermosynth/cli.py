@@ -538,6 +538,11 @@ def main(argv: list[str] | None = None) -> None:
             raise
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+    finally:
+        if "torch.distributed" in sys.modules:  # a command that never loaded torch joined no process group
+            from thermosynth.distributed import close_process_group
+
+            close_process_group()
 
 
 if __name__ == "__main__":

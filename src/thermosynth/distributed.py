@@ -58,6 +58,14 @@ def wait_for_everyone() -> None:
     process_state().wait_for_everyone()
 
 
+def close_process_group() -> None:
+    """End the process group a launched command joined, while the interpreter is still whole: left to interpreter
+    shutdown, gloo's worker threads can abort the process ("terminate called without an active exception", SIGABRT)
+    after all its work is written, as CI saw once after a 2-process translate (pytorch/pytorch#190489)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def summed_counts(counts: dict[str, int]) -> dict[str, int]:
     """Every process's counts added up (each process gets the totals)."""
     if process_state().num_processes == 1:
