@@ -46,6 +46,17 @@ def test_check_upload_refuses_non_images_huge_images_and_big_files(tmp_path):
         check_upload(None, "visible photo")
 
 
+def test_an_empty_seed_field_gets_a_sentence_and_a_seed_repeats_its_draws():
+    from thermosynth.app import MAX_SEED, seeded_generator
+
+    with pytest.raises(DataError, match=f"The seed is empty: give a whole number from 0 to {MAX_SEED}"):
+        seeded_generator(None)
+    import torch
+
+    draws = [torch.rand(3, generator=seeded_generator(seed)) for seed in (7.0, 7, MAX_SEED)]
+    assert torch.equal(draws[0], draws[1]) and not torch.equal(draws[0], draws[2])
+
+
 def _browser_missing() -> str | None:
     for module in ("gradio", "playwright"):
         try:

@@ -36,6 +36,7 @@ MAX_UPLOAD_MB = 20
 # the shipped model on 2 CPU cores (`/usr/bin/time -v thermosynth translate`, model loading included).
 MAX_PIXELS = 1_000_000
 KEPT_RESULTS = 100  # requests whose downloads stay on disk (Gradio serves its own copies from its cache)
+MAX_SEED = 2**32 - 1  # the seed fields' range, checked by Gradio; torch would overflow past 2**64
 
 
 def check_upload(path: str | None, what: str, max_pixels: int = MAX_PIXELS,
@@ -58,6 +59,15 @@ def check_upload(path: str | None, what: str, max_pixels: int = MAX_PIXELS,
             f"{path.name} is {width}x{height}, {width * height / 1e6:.1f} million pixels: over this server's limit "
             f"of {max_pixels / 1e6:.1f} million. Downscale it first (or start the server with a higher --max-pixels).")
     return path
+
+
+def seeded_generator(seed: float | None):
+    """A torch generator from a seed field, which a person can leave empty (Gradio then passes None)."""
+    import torch
+
+    if seed is None:
+        raise DataError(f"The seed is empty: give a whole number from 0 to {MAX_SEED}.")
+    return torch.Generator().manual_seed(int(seed))
 
 
 @dataclass
@@ -91,20 +101,16 @@ class ThermalApp:
 
     def translate(self, path: str | None, seed: int, steps: int, palette: str) -> tuple[np.ndarray, ThermalResult]:
         """The visible image (as read) and its thermal translation."""
-        import torch
-
         visible = read_visible(self._checked(path, "visible photo"))
-        generator = torch.Generator().manual_seed(int(seed))
+        generator = seeded_generator(seed)
         thermal = self.v2t(visible, num_inference_steps=int(steps), generator=generator, output_type="pt").images
         return visible, self._result(thermal, self.v2t, Path(path).stem, palette)
 
     def generate(self, prompt: str, negative_prompt: str, seed: int, steps: int, guidance: float,
                  palette: str) -> ThermalResult:
-        import torch
-
         if not prompt or not prompt.strip():
             raise DataError("The prompt is empty: describe the scene to generate.")
-        generator = torch.Generator().manual_seed(int(seed))
+        generator = seeded_generator(seed)
         thermal = self.t2ir(prompt, negative_prompt=negative_prompt or None, num_inference_steps=int(steps),
                             guidance_scale=float(guidance), generator=generator, output_type="pt").images
         return self._result(thermal, self.t2ir, f"generated-seed{int(seed)}", palette)
@@ -180,7 +186,7 @@ def build_page(app: ThermalApp):
                     gr.Examples([[str(p)] for p in sample_images()], inputs=[upload],
                                 label="Or pick a bundled RoadScene street scene (not seen in training)")
                     with gr.Row():
-                        seed = gr.Number(0, label="Seed", precision=0, minimum=0)
+                        seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=MAX_SEED)
                         steps = gr.Slider(1, 100, value=v2t_steps, step=1, label="Steps")
                     palette = palette_choice()
                     button = gr.Button("Translate to thermal", variant="primary", elem_id="v2t-run")
@@ -202,7 +208,7 @@ def build_page(app: ThermalApp):
                     prompt = gr.Textbox(DEMO_PROMPTS[0], label="Prompt", lines=3, elem_id="t2ir-prompt")
                     negative = gr.Textbox("", label="Negative prompt")
                     with gr.Row():
-                        t_seed = gr.Number(0, label="Seed", precision=0, minimum=0)
+                        t_seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=MAX_SEED)
                         t_steps = gr.Slider(1, 100, value=t2ir_steps, step=1, label="Steps", elem_id="t2ir-steps")
                         guidance = gr.Slider(1, 10, value=t2ir_guidance, step=0.5, label="Guidance (1: off)")
                     t_palette = palette_choice()
