@@ -254,6 +254,7 @@ def test_masks_command_writes_masks_and_overlays(tmp_path, capsys):
     mask = np.asarray(Image.open(next((tmp_path / "masks").glob("*.png"))))
     assert set(np.unique(mask)) <= {0, 255}
     assert len(list((tmp_path / "masks" / "overlay").glob("*.png"))) == 5
+    assert "weighs hot pixels 5.0 and the rest 0.5" in (tmp_path / "masks" / "README.txt").read_text()  # training's
 
 
 def test_train_t2ir_then_generate_offline(tmp_path, capsys):

@@ -147,6 +147,8 @@ def test_presets_validate():
         make_config("v2t", "tiny", output_dir="x")
     with pytest.raises(ValueError, match="time_budget"):
         make_config("autoencoder", "tiny", output_dir="x", time_budget=0)
+    with pytest.raises(ValueError, match="hot_weight and cold_weight must be >= 0"):
+        make_config("t2ir", "tiny", output_dir="x", autoencoder="a", cold_weight=-0.5)
     for task in ("autoencoder", "v2t", "t2ir"):
         for preset in ("tiny", "base", "small", "sd15"):
             make_config(task, preset, output_dir="x", autoencoder=None if task == "autoencoder" else "a")

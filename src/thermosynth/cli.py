@@ -259,8 +259,7 @@ def cmd_masks(args: argparse.Namespace) -> None:
     from thermosynth.write_masks import write_masks
 
     counts = write_masks(args.inputs, Path(args.out), method=args.method, percentile=args.percentile,
-                         in_boxes=args.in_boxes, hot_weight=args.hot_weight, cold_weight=args.cold_weight,
-                         split=args.split)
+                         in_boxes=args.in_boxes, split=args.split)
     print(f"{counts['written']} masks written, {counts['skipped_existing']} already there -> {args.out}")
 
 
@@ -479,8 +478,6 @@ def build_parser() -> argparse.ArgumentParser:
     masks.add_argument("--method", default="otsu", choices=("otsu", "percentile"))
     masks.add_argument("--percentile", type=float, default=90.0)
     masks.add_argument("--in-boxes", action="store_true", help="keep hot pixels inside annotated boxes only")
-    masks.add_argument("--hot-weight", type=float, default=5.0)
-    masks.add_argument("--cold-weight", type=float, default=0.5)
     masks.set_defaults(func=cmd_masks)
 
     generate = commands.add_parser("generate", help="thermal images from a text prompt with a trained T2IR model")

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from thermosynth.data.errors import DataError
 from thermosynth.data.images import atomic_write, list_images, read_thermal
-from thermosynth.data.masks import HotMaskSpec, hot_mask
+from thermosynth.data.masks import COLD_WEIGHT, HOT_WEIGHT, HotMaskSpec, hot_mask
 from thermosynth.data.sources import ThermalRecord, hituav_frames
 from thermosynth.render import stretch_to_uint8
 
@@ -47,8 +47,9 @@ def overlay(thermal: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return rgb.round().astype(np.uint8)
 
 
-def write_masks(inputs: list[str], out: Path, method: str = "otsu", percentile: float = 90.0, in_boxes: bool = False,
-                hot_weight: float = 5.0, cold_weight: float = 0.5, split: str | None = None) -> dict[str, int]:
+def write_masks(inputs: list[str], out: Path, method: str = HotMaskSpec.method,
+                percentile: float = HotMaskSpec.percentile, in_boxes: bool = False,
+                split: str | None = None) -> dict[str, int]:
     spec = HotMaskSpec(method, percentile)
     records = _records(inputs, split)
     counts = {"written": 0, "skipped_existing": 0}
@@ -64,7 +65,7 @@ def write_masks(inputs: list[str], out: Path, method: str = "otsu", percentile: 
         counts["written"] += 1
     (out / "README.txt").write_text(
         f"Hot-region masks ({method}{f', percentile {percentile}' if method == 'percentile' else ''}, "
-        f"{'inside boxes only' if in_boxes else 'whole image'}). In training, hot pixels weigh {hot_weight} "
-        f"and the rest {cold_weight}.\n"
+        f"{'inside boxes only' if in_boxes else 'whole image'}). The thermal-mask loss weighs hot pixels "
+        f"{HOT_WEIGHT} and the rest {COLD_WEIGHT} (T2IRTrainConfig's hot_weight and cold_weight, by default).\n"
     )
     return counts

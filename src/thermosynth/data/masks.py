@@ -15,6 +15,8 @@ from skimage.filters import threshold_otsu
 from skimage.morphology import remove_small_objects
 
 METHODS = ("percentile", "otsu")
+# TxT2IR's per-pixel weights M of the thermal-mask loss (the paper's values): hot pixels, and the rest
+HOT_WEIGHT, COLD_WEIGHT = 5.0, 0.5
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,6 @@ def box_mask(shape: tuple[int, int], boxes, scale: tuple[float, float] = (1.0, 1
     return mask
 
 
-def mask_weights(hot: np.ndarray, hot_weight: float = 5.0, cold_weight: float = 0.5) -> np.ndarray:
-    """TxT2IR's per-pixel weights M: `hot_weight` on hot pixels, `cold_weight` elsewhere (the paper: 5.0 / 0.5)."""
+def mask_weights(hot: np.ndarray, hot_weight: float = HOT_WEIGHT, cold_weight: float = COLD_WEIGHT) -> np.ndarray:
+    """TxT2IR's per-pixel weights M: `hot_weight` on hot pixels, `cold_weight` elsewhere."""
     return np.where(hot, hot_weight, cold_weight).astype(np.float32)

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from thermosynth.data.masks import HotMaskSpec
+from thermosynth.data.masks import COLD_WEIGHT, HOT_WEIGHT, HotMaskSpec
 from thermosynth.data.normalization import MODES
 from thermosynth.models.configs import (
     AUTOENCODER_ARCHITECTURES,
@@ -215,10 +215,10 @@ class T2IRTrainConfig(TrainConfig):
     # decode at most this many of a step's samples under mask_t_max for the term (an unbiased estimate of it over
     # them all): the decoder's backward pass is the costly part of a T2IR step (benchmarks/perf/RESULTS.md)
     mask_samples: int = 4
-    hot_weight: float = 5.0
-    cold_weight: float = 0.5
-    mask_method: str = "otsu"  # otsu | percentile
-    mask_percentile: float = 90.0
+    hot_weight: float = HOT_WEIGHT
+    cold_weight: float = COLD_WEIGHT
+    mask_method: str = HotMaskSpec.method  # otsu | percentile
+    mask_percentile: float = HotMaskSpec.percentile
     mask_in_boxes: bool = False  # keep only hot pixels inside annotated boxes (where the data set has boxes)
     decoder_checkpointing: bool = False  # recompute decoder activations in backward: less memory, more time
     validation_inference_steps: int = 25
@@ -237,6 +237,8 @@ class T2IRTrainConfig(TrainConfig):
             raise ValueError(f"mask_loss_weight must be >= 0, got {self.mask_loss_weight}")
         if self.mask_samples < 1:
             raise ValueError(f"mask_samples must be >= 1, got {self.mask_samples}")
+        if self.hot_weight < 0 or self.cold_weight < 0:  # a negative weight would reward the decoder's error
+            raise ValueError(f"hot_weight and cold_weight must be >= 0, got {self.hot_weight}, {self.cold_weight}")
         if len(self.image_size) != 2 or any(s <= 0 or s % 8 for s in self.image_size):
             raise ValueError(f"image_size must be (height, width), multiples of 8, got {self.image_size}")
         HotMaskSpec(self.mask_method, self.mask_percentile)  # validates the mask settings
