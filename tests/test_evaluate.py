@@ -113,7 +113,21 @@ def test_missing_generated_image_is_named(tmp_path, capsys):
     shutil.copy(ROADSCENE / "cropinfrared" / f"{TEST_STEMS[0]}.jpg", generated / f"{TEST_STEMS[0]}.png")
     with pytest.raises(SystemExit):
         evaluate("--generated", generated, "--out", tmp_path / "report")
-    assert f"{TEST_STEMS[1]}.png: generated image missing" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert f"{TEST_STEMS[1]}.png: generated image missing" in error and f"({len(TEST_STEMS) - 1} of" in error
+    assert "score" not in error  # said before any scoring starts
+    with pytest.raises(SystemExit):
+        evaluate("--generated", tmp_path / "nowhere", "--out", tmp_path / "report")
+    assert "nowhere: no such folder of generated images" in capsys.readouterr().err
+
+
+def test_a_wrong_split_is_said_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    import thermosynth.cli
+
+    monkeypatch.setattr(thermosynth.cli, "_load_pipeline", lambda *args: pytest.fail("the model was loaded"))
+    with pytest.raises(SystemExit):
+        main(["evaluate", str(ROADSCENE), "--split", "nosuch", "--model", "v2t-roadscene", "--out", str(tmp_path)])
+    assert "nosuch.txt: split file not found" in capsys.readouterr().err
 
 
 def test_needs_exactly_one_source(tmp_path, tiny_pipeline_dir, capsys):
@@ -125,6 +139,8 @@ def test_needs_exactly_one_source(tmp_path, tiny_pipeline_dir, capsys):
 
 
 def test_named_inception_weights_must_exist(tmp_path, capsys):
+    for stem in TEST_STEMS:  # a complete folder of generated images: only the weights are wrong
+        Image.open(ROADSCENE / "cropinfrared" / f"{stem}.jpg").save(tmp_path / f"{stem}.png")
     with pytest.raises(SystemExit):
         evaluate("--generated", tmp_path, "--out", tmp_path / "report", "--inception-weights", tmp_path / "no.pth")
     assert "Inception weights" in capsys.readouterr().err

@@ -203,12 +203,14 @@ def cmd_translate(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
+    from thermosynth.data.sources import load_pairs
     from thermosynth.evaluation.report import evaluate_pairs
 
     if (args.model is None) == (args.generated is None):
         raise ValueError("give exactly one of --model (generate, then score) or --generated (score a folder)")
     pipeline, generation = None, None
     if args.model is not None:
+        load_pairs(args.data, args.split, args.skip_bad)  # a wrong folder or split is said before the model loads
         pipeline = _load_pipeline(args.model, args.device, args.scheduler, _dtype(args))
         generation = {"num_inference_steps": args.steps, "guidance_scale": args.guidance, "seed": args.seed,
                       "batch_size": args.batch_size}
@@ -221,7 +223,6 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if args.thermal_normalization or args.thermal_range:  # for --generated: how the model mapped raw values
         from thermosynth.data.images import read_thermal
         from thermosynth.data.loading import fit_normalization
-        from thermosynth.data.sources import load_pairs
 
         real = [read_thermal(p.thermal) for p in load_pairs(args.data, args.split, args.skip_bad)]
         normalization = fit_normalization(real, args.thermal_normalization or "fixed", args.thermal_range)

@@ -140,6 +140,18 @@ def _markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _check_generated(folder: Path, pairs: list[PairRecord]) -> None:
+    """Every pair's generated image is there, checked before any scoring: a DataError naming what is missing."""
+    if not folder.is_dir():
+        raise DataError(f"{folder}: no such folder of generated images. Give the folder `thermosynth translate` "
+                        "wrote, or pass --model to generate them.")
+    missing = [pair for pair in pairs if not (folder / f"{pair.visible.stem}.png").is_file()]
+    if missing:
+        raise DataError(f"{folder / missing[0].visible.stem}.png: generated image missing for {missing[0].visible} "
+                        f"({len(missing)} of {len(pairs)} missing). Generate them (pass --model) or remove the pairs "
+                        "from the split.")
+
+
 def evaluate_pairs(
     data: str | Path,
     split: str | None,
@@ -177,6 +189,7 @@ def evaluate_pairs(
         return None
     if generated is None:
         raise ValueError("give either generated images (a folder) or a model to make them")
+    _check_generated(Path(generated), pairs)
 
     paired, hot, histogram = (PairedThermalMetrics(**SCORED_ALONE), HotRegionIoU(**SCORED_ALONE),
                               IntensityHistogramDistance(**SCORED_ALONE))
@@ -206,9 +219,6 @@ def evaluate_pairs(
     new_real_features, fake_features, rows = [], [], []
     for pair in tqdm(pairs, desc="score", leave=False):
         made_path = Path(generated) / f"{pair.visible.stem}.png"
-        if not made_path.is_file():
-            raise DataError(f"{made_path}: generated image missing for {pair.visible}. Generate it (pass --model) "
-                            "or remove the pair from the split.")
         real = _as_model_range(read_thermal(pair.thermal), pair.thermal, normalization)
         made = _as_model_range(read_thermal(made_path), made_path, normalization, generated=True)
         if real.shape != made.shape:
