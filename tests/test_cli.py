@@ -35,6 +35,21 @@ def test_translate_folder_then_resume(visible_folder, tiny_pipeline_dir, tmp_pat
     assert "0 written, 3 already there" in capsys.readouterr().out
 
 
+def test_a_folder_made_with_other_settings_is_refused_not_mixed(visible_folder, tiny_pipeline_dir, tmp_path,
+                                                                capsys):
+    """Resuming writes only what is missing, so a run with another step count must neither add to the folder nor
+    take its images as its own; the same settings still resume."""
+    out = tmp_path / "out"
+    translate(visible_folder / "v0.jpg", "--model", tiny_pipeline_dir, "--out", out)
+    made = (out / "v0.png").read_bytes()
+    with pytest.raises(SystemExit):
+        main(["translate", str(visible_folder), "--model", str(tiny_pipeline_dir), "--out", str(out), "--steps", "3"])
+    assert "holds translations made with other settings (steps differ; see translate.json)" in capsys.readouterr().err
+    assert (out / "v0.png").read_bytes() == made and not (out / "v1.png").exists()
+    translate(visible_folder, "--model", tiny_pipeline_dir, "--out", out)
+    assert "2 written, 1 already there" in capsys.readouterr().out
+
+
 def test_outputs_do_not_depend_on_batching(visible_folder, tiny_pipeline_dir, tmp_path):
     translate(visible_folder, "--model", tiny_pipeline_dir, "--out", tmp_path / "a", "--batch-size", "1")
     translate(visible_folder, "--model", tiny_pipeline_dir, "--out", tmp_path / "b", "--batch-size", "3")

@@ -107,6 +107,16 @@ def test_a_single_pair_is_scored_without_the_set_metrics(tmp_path):
     assert "kid" not in report["preprocessing"]
 
 
+def test_a_second_model_or_setting_never_scores_the_firsts_images(tiny_pipeline_dir, tmp_path, capsys):
+    """evaluate --model resumes its generation into OUT/generated: with another step count (or model) in the same
+    OUT it used to skip every image as done and report the first run's images under the new settings."""
+    evaluate("--model", tiny_pipeline_dir, "--out", tmp_path / "report", "--steps", "1")
+    with pytest.raises(SystemExit):
+        evaluate("--model", tiny_pipeline_dir, "--out", tmp_path / "report", "--steps", "2")
+    assert "holds translations made with other settings (steps differ" in capsys.readouterr().err
+    assert json.loads((tmp_path / "report" / "report.json").read_text())["generation"]["num_inference_steps"] == 1
+
+
 def test_missing_generated_image_is_named(tmp_path, capsys):
     generated = tmp_path / "generated"
     generated.mkdir()

@@ -13,6 +13,7 @@ import base64
 import html
 import io
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,10 @@ def run_demo(out: Path, steps: int | None = None, ae_steps: int = 250, v2t_steps
               "training tiny models on the bundled samples instead, a few CPU minutes, rough images.", flush=True)
         v2t = prepare_for_inference(load_pipeline(str(_train_tiny(out, ae_steps, v2t_steps))))
     translated = out / "translated"
+    # made again on every run: the demo shows what the models make now, with this run's --steps (a folder made with
+    # other settings would otherwise be refused, resumable.py)
+    for folder in (translated, out / "generated"):
+        shutil.rmtree(folder, ignore_errors=True)
     translate_files(v2t, [p.visible for p in test_pairs], translated, num_inference_steps=steps, palettes=PALETTES)
     for pair in test_pairs:
         made = read_thermal(translated / f"{pair.visible.stem}.png")

@@ -18,7 +18,6 @@ without it, another --batch-size changes the images within rounding.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -35,6 +34,7 @@ from thermosynth.data.errors import DataError
 from thermosynth.data.faces import VIEWS, check_views, face_caption, mean_identity, view_from_landmarks
 from thermosynth.data.images import atomic_write, list_images, read_visible
 from thermosynth.pipelines.faces import PairedFacePipeline
+from thermosynth.resumable import check_settings, weights_fingerprint, write_settings
 
 logger = logging.getLogger(__name__)
 
@@ -75,15 +75,6 @@ def person_vector(photos: list[Path], encoder, largest_face: bool) -> tuple[np.n
     return mean_identity([v for v, frontal in found if frontal] or [v for v, _ in found]), problems
 
 
-def _fingerprint(pipeline) -> str:
-    """A short hash of the denoiser's weights: which model version made a pair, whatever its folder is called."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(pipeline.unet.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().float().cpu().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
 @dataclass(frozen=True)
 class PairJob:
     person: str
@@ -117,17 +108,6 @@ def _finished(metadata: Path) -> set[str]:
     return names
 
 
-def _check_settings(out: Path, settings: dict) -> None:
-    saved = out / SETTINGS
-    if saved.is_file():
-        previous = json.loads(saved.read_text())
-        changed = sorted(k for k in settings if previous.get(k) != settings[k])
-        if changed:
-            raise ValueError(f"{out} holds a data set made with other settings ({', '.join(changed)} differ). Use a "
-                             "new --out folder, or repeat the original command to resume it.")
-    atomic_write(saved, lambda tmp: tmp.write_text(json.dumps(settings, indent=2) + "\n"))
-
-
 def synthesize_faces(
     pipeline: PairedFacePipeline,
     photos: str | os.PathLike,
@@ -159,13 +139,14 @@ def synthesize_faces(
         raise DataError(f"{out}: a file, not a folder. Give --out a folder (it is created if missing).")
     for sub in ("visible", "thermal"):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    settings = {"face_model": face_model, "face_model_fingerprint": _fingerprint(pipeline.faces),
+    settings = {"face_model": face_model, "face_model_fingerprint": weights_fingerprint(pipeline.faces.unet),
                 "thermal_model": thermal_model, "identity_encoder": encoder.name, "views": list(views),
                 "per_view": per_view, "seed": seed, "largest_face": largest_face,
                 "num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale,
                 "thermal_inference_steps": thermal_inference_steps, "thermal_guidance_scale": thermal_guidance_scale,
                 "thermal_size": pipeline.thermal_size, "identity_guidance": identity_guidance}
-    _check_settings(out, settings)
+    check_settings(out / SETTINGS, settings, "a data set")
+    write_settings(out / SETTINGS, settings)
 
     vectors, skipped = {}, []
     for person, files in tqdm(people.items(), desc="identity vectors", leave=False):

@@ -1,8 +1,10 @@
 """Batch translation of image files with a VisibleToThermalPipeline: the engine behind `thermosynth translate`.
 
-Resumable: outputs are written atomically and inputs whose output exists are skipped. Each image's noise comes
-from (seed, file name), so the order of inputs, the batch size and resumption change an output at most in its last
-bits (through the other images in its batch). Batches are formed before processes share them, so N processes of
+Resumable: outputs are written atomically and inputs whose output exists are skipped; ``OUT/translate.json`` records
+the model (a fingerprint of its weights) and the sampling settings, and a folder made with others is refused rather
+than mixed or, under `evaluate`, scored as this model's (resumable.py). Each image's noise comes from (seed, file
+name), so the order of inputs, the batch size and resumption change an output at most in its last bits (through the
+other images in its batch). Batches are formed before processes share them, so N processes of
 `accelerate launch` write byte for byte what one process writes.
 """
 
@@ -23,7 +25,9 @@ from thermosynth.data.errors import DataError
 from thermosynth.data.images import atomic_write, image_size, list_images, read_visible
 from thermosynth.data.sources import is_thermal_only, load_pairs, load_visible_images
 from thermosynth.distributed import is_main_process, summed_counts, this_process_share
+from thermosynth.pipelines.common import sampling_settings
 from thermosynth.render import PALETTES, colorize
+from thermosynth.resumable import check_settings, model_settings, write_settings
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +100,17 @@ def image_seed(seed: int, path: Path) -> int:
     return (seed * 1_000_003 + zlib.crc32(path.name.encode())) % 2**63
 
 
+def _translation_settings(pipeline, num_inference_steps: int | None, guidance_scale: float | None, seed: int,
+                         bit_depth: int) -> dict:
+    """What makes a translation what it is: the model's weights and, where it samples, its sampler, steps, guidance
+    (as given, else the model's recorded ones) and seed; pix2pix maps an image in one pass and takes none of them."""
+    settings = {**model_settings(pipeline), "bit_depth": bit_depth}
+    if "scheduler" in pipeline.components:
+        steps, guidance = sampling_settings(pipeline, num_inference_steps, guidance_scale)
+        settings.update(scheduler=type(pipeline.scheduler).__name__, steps=steps, guidance=guidance, seed=seed)
+    return settings
+
+
 def translate_files(
     pipeline,
     inputs: list[Path],
@@ -120,6 +135,9 @@ def translate_files(
         if palette not in PALETTES:
             raise ValueError(f"unknown palette {palette!r}; choose from {PALETTES}")
     out_dir = Path(out_dir)
+    record = out_dir / "translate.json"
+    settings = _translation_settings(pipeline, num_inference_steps, guidance_scale, seed, bit_depth)
+    check_settings(record, settings, "translations")
     # Every process checks and groups all inputs alike, so a batch holds the same images however many processes
     # share the batches; bad inputs are counted once, by the main process.
     by_size: dict[tuple[int, int], list[Path]] = defaultdict(list)
@@ -163,6 +181,7 @@ def translate_files(
             images, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
             generator=generators, output_type=output_type,
         ).images
+        write_settings(record, settings)  # with the first image
         for path, result in zip(chunk, results, strict=True):
             atomic_write(out_dir / f"{path.stem}.png", lambda tmp, r=result: r.save(tmp, format="PNG"))
             for palette in palettes:
