@@ -122,24 +122,19 @@ def test_shipped_models_by_name(tmp_path, capsys):
         assert generated.size == (320, 256)
 
 
-@pytest.mark.parametrize("bad, expected", [
-    (["--batch-size", "0"], "must be at least 1, got 0"),
-    (["--steps", "0"], "must be at least 1, got 0"),
-    (["--guidance", "0.5"], "must be at least 1 (1: off), got 0.5"),  # the pipelines would ignore it
-    (["--guidance", "nan"], "must be at least 1 (1: off), got nan"),
-    (["--out", "FILE"], "is a file, not a folder"),
-])
-def test_bad_arguments_are_refused_before_loading(visible_folder, tmp_path, capsys, bad, expected):
-    """A zero batch size or step count, a guidance scale below 1, or an output 'folder' that is a file, stops at
-    argument parsing with a plain message (the model named here does not exist: it is never reached)."""
+@pytest.mark.parametrize("bad", [["--batch-size", "0"], ["--steps", "0"], ["--out", "FILE"]])
+def test_bad_arguments_are_refused_before_loading(visible_folder, tmp_path, capsys, bad):
+    """A zero batch size or step count, or an output 'folder' that is a file, stops at argument parsing with a plain
+    message (the model named here does not exist: it is never reached)."""
     (tmp_path / "FILE").write_text("not a folder")
-    arguments = {"--out": str(tmp_path / "out"), "--batch-size": "1", "--steps": "1", "--guidance": "1"}
+    arguments = {"--out": str(tmp_path / "out"), "--batch-size": "1", "--steps": "1"}
     arguments[bad[0]] = str(tmp_path / "FILE") if bad[1] == "FILE" else bad[1]
     with pytest.raises(SystemExit) as stop:
         main(["translate", str(visible_folder), "--model", str(tmp_path / "no-model"),
               *[item for pair in arguments.items() for item in pair]])
     assert stop.value.code == 2
-    assert expected in capsys.readouterr().err
+    message = capsys.readouterr().err
+    assert ("is a file, not a folder" in message) if bad[1] == "FILE" else ("must be at least 1, got 0" in message)
 
 
 def test_unknown_face_view_is_refused_before_the_models_load(visible_folder, tmp_path, capsys):

@@ -23,17 +23,6 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _guidance_scale(text: str) -> float:
-    """A classifier-free guidance scale: 1 is off, and the pipelines ignore anything lower (diffusers' convention)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 1:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"must be at least 1 (1: off), got {text}")
-    return value
-
-
 def _output_folder(text: str) -> str:
     """An output folder that exists or can be made, checked before any model or data is loaded."""
     path = Path(text)
@@ -399,12 +388,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="where a photo shows several faces, use the largest (default: refuse the photo)")
     faces.add_argument("--identity-model", help="the ArcFace .onnx, for a generator conditioned on ArcFace")
     faces.add_argument("--steps", type=_positive_int, help="face sampling steps (default: the model's, or 25)")
-    faces.add_argument("--guidance", type=_guidance_scale, help="face guidance scale (default: the model's, or 2)")
+    faces.add_argument("--guidance", type=float, help="face guidance scale (default: the model's, or 2)")
     faces.add_argument("--identity-guidance", type=float,
                        help="steer frontal faces towards the person with SFace's gradient: step size (default: the "
                             "model's, 0.1 for thermosynth's pixel-space models; 0: off)")
     faces.add_argument("--thermal-steps", type=_positive_int, help=STEPS_HELP)
-    faces.add_argument("--thermal-guidance", type=_guidance_scale, help="V2T guidance scale (default: the model's)")
+    faces.add_argument("--thermal-guidance", type=float, help="V2T guidance scale (default: the model's)")
     faces.add_argument("--thermal-size", type=_positive_int,
                        help="resize faces to this side before translation (default: as generated)")
     faces.add_argument("--scheduler", default="ddim", choices=("ddim", "dpm++"))
@@ -419,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="output folder; existing outputs are skipped")
     translate.add_argument("--split", default="test", help="split of a paired data set input (default: test)")
     translate.add_argument("--steps", type=_positive_int, help=STEPS_HELP)
-    translate.add_argument("--guidance", type=_guidance_scale,
+    translate.add_argument("--guidance", type=float,
                            help="classifier-free guidance scale, 1: off (default: the model's recorded setting, or 1)")
     translate.add_argument("--scheduler", default="ddim", choices=("ddim", "dpm++"))
     translate.add_argument("--seed", type=int, default=0)
@@ -443,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--generated", help="folder of generated thermal PNGs named like the visible images")
     evaluate.add_argument("--out", required=True, type=_output_folder, help="report folder")
     evaluate.add_argument("--steps", type=_positive_int, help=STEPS_HELP)
-    evaluate.add_argument("--guidance", type=_guidance_scale,
+    evaluate.add_argument("--guidance", type=float,
                           help="guidance scale (default: the model's recorded setting, or 1)")
     evaluate.add_argument("--scheduler", default="ddim", choices=("ddim", "dpm++"))
     evaluate.add_argument("--seed", type=int, default=0)
@@ -488,7 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--out", required=True, type=_output_folder)
     generate.add_argument("--seed", type=int, default=0)
     generate.add_argument("--steps", type=_positive_int, help=STEPS_HELP)
-    generate.add_argument("--guidance", type=_guidance_scale,
+    generate.add_argument("--guidance", type=float,
                           help="guidance scale (default: the model's recorded setting, or 3)")
     generate.add_argument("--negative-prompt")
     generate.add_argument("--scheduler", default="ddim", choices=("ddim", "dpm++"))

@@ -48,10 +48,6 @@ def sampling_settings(pipeline, num_inference_steps: int | None, guidance_scale:
         num_inference_steps = recorded.get("num_inference_steps", DEFAULT_INFERENCE_STEPS)
     if guidance_scale is None:
         guidance_scale = recorded.get("guidance_scale", pipeline.default_guidance_scale)
-    if num_inference_steps < 1:
-        raise ValueError(f"num_inference_steps must be at least 1, got {num_inference_steps}")
-    if guidance_scale < 1:  # the pipelines follow diffusers: guidance acts above 1, so a lower value would be ignored
-        raise ValueError(f"guidance_scale must be at least 1 (1: off), got {guidance_scale}")
     return int(num_inference_steps), float(guidance_scale)
 
 
