@@ -34,7 +34,7 @@ from thermosynth.data.errors import DataError
 from thermosynth.data.faces import VIEWS, check_views, face_caption, mean_identity, view_from_landmarks
 from thermosynth.data.images import atomic_write, list_images, read_visible
 from thermosynth.pipelines.faces import PairedFacePipeline
-from thermosynth.resumable import check_settings, weights_fingerprint, write_settings
+from thermosynth.resumable import check_settings, model_settings, weights_fingerprint, write_settings
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +140,8 @@ def synthesize_faces(
     for sub in ("visible", "thermal"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     settings = {"face_model": face_model, "face_model_fingerprint": weights_fingerprint(pipeline.faces.unet),
-                "thermal_model": thermal_model, "identity_encoder": encoder.name, "views": list(views),
+                "thermal_model": thermal_model, "thermal_model_fingerprint": model_settings(pipeline.thermal)["model"],
+                "identity_encoder": encoder.name, "views": list(views),
                 "per_view": per_view, "seed": seed, "largest_face": largest_face,
                 "num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale,
                 "thermal_inference_steps": thermal_inference_steps, "thermal_guidance_scale": thermal_guidance_scale,
