@@ -114,7 +114,14 @@ def test_a_second_model_or_setting_never_scores_the_firsts_images(tiny_pipeline_
     with pytest.raises(SystemExit):
         evaluate("--model", tiny_pipeline_dir, "--out", tmp_path / "report", "--steps", "2")
     assert "holds translations made with other settings (steps differ" in capsys.readouterr().err
-    assert json.loads((tmp_path / "report" / "report.json").read_text())["generation"]["num_inference_steps"] == 1
+    first = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert first["generation"]["num_inference_steps"] == 1 and first["made_with"]["steps"] == 1
+    # scoring that folder alone still says which model and settings made it
+    evaluate("--generated", tmp_path / "report" / "generated", "--out", tmp_path / "rescored")
+    rescored = json.loads((tmp_path / "rescored" / "report.json").read_text())
+    assert rescored["made_with"] == first["made_with"]
+    assert rescored["metrics"]["ssim"] == pytest.approx(first["metrics"]["ssim"], abs=1e-6)  # the same images
+    assert f"model {first['made_with']['model']}" in (tmp_path / "rescored" / "report.md").read_text()
 
 
 def test_missing_generated_image_is_named(tmp_path, capsys):

@@ -31,6 +31,8 @@ from thermosynth.resumable import check_settings, model_settings, write_settings
 
 logger = logging.getLogger(__name__)
 
+RECORD = "translate.json"  # in the output folder: the model and settings that made its images (resumable.py)
+
 
 def collect_inputs(inputs: list[str | os.PathLike], split: str | None = None, skip_bad: bool = False) -> list[Path]:
     """Visible image files from files, plain folders, or paired data sets (their visible side of `split`)."""
@@ -135,7 +137,7 @@ def translate_files(
         if palette not in PALETTES:
             raise ValueError(f"unknown palette {palette!r}; choose from {PALETTES}")
     out_dir = Path(out_dir)
-    record = out_dir / "translate.json"
+    record = out_dir / RECORD
     settings = _translation_settings(pipeline, num_inference_steps, guidance_scale, seed, bit_depth)
     check_settings(record, settings, "translations")
     # Every process checks and groups all inputs alike, so a batch holds the same images however many processes

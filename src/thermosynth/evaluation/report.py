@@ -133,11 +133,20 @@ def _markdown(report: dict) -> str:
         lines += ["", "Not computed:"] + [f"- {reason}" for reason in report["not_computed"]]
     if report.get("model"):
         lines += ["", "Model: " + report["model"]]
+    if report.get("made_with"):
+        lines += ["", "Made with (the generated folder's record): "
+                  + ", ".join(f"{key} {value}" for key, value in report["made_with"].items())]
     lines += ["", "Generated images: " + report["generated"], ""]
     lines += [f"- {name}: {text}" for name, text in report["preprocessing"].items()]
     lines += ["", "Fréchet distance and KID are on EfficientNet-Lite0 features: they are not FID/KID-Inception and "
               "are not comparable with numbers computed on Inception-v3.", ""]
     return "\n".join(lines)
+
+
+def _made_with(record: Path) -> dict | None:
+    """The model fingerprint and settings that `translate` recorded beside the generated images (None for images
+    made elsewhere)."""
+    return json.loads(record.read_text()) if record.is_file() else None
 
 
 def _check_generated(folder: Path, pairs: list[PairRecord]) -> None:
@@ -174,7 +183,7 @@ def evaluate_pairs(
     Under `accelerate launch` every process generates its share, and the main process alone scores and returns the
     report (the others return None).
     """
-    from thermosynth.translate import translate_files
+    from thermosynth.translate import RECORD, translate_files
 
     out = Path(out)
     pairs = load_pairs(data, split, skip_bad)
@@ -257,7 +266,8 @@ def evaluate_pairs(
                **{name: float(metric.compute()) for name, metric in optional.items()}}
     report = {
         "data": str(data), "split": split, "pairs": len(pairs), "model": model, "generated": str(generated),
-        "generation": generation or {}, "metrics": metrics, "not_computed": not_computed,
+        "generation": generation or {}, "made_with": _made_with(Path(generated) / RECORD), "metrics": metrics,
+        "not_computed": not_computed,
         "thermal_normalization": normalization and normalization.to_dict(),
         "trivial_predictors": {name: metric.compute() for name, metric in trivial.items()},
         "preprocessing": preprocessing,
