@@ -297,12 +297,20 @@ def test_vlm_captions_are_batched_resumable_and_merged(tiny_captioner_dir, tmp_p
     vlm_only.mkdir()
     done = [{"file_name": e["file_name"], "text": ["already captioned"]} for e in entries[:2]]
     (vlm_only / "metadata.jsonl.partial").write_text("".join(json.dumps(d) + "\n" for d in done) + '{"file_na')
-    from thermosynth.data.vlm_captions import caption_with_vlm
+    from thermosynth.data.vlm_captions import DEFAULT_PROMPT, caption_with_vlm
 
     caption_with_vlm(SAMPLES / "hit-uav", str(tiny_captioner_dir), vlm_only, batch_size=2)
     resumed = {e["file_name"]: e["text"] for e in map(json.loads, (vlm_only / "metadata.jsonl").open())}
     assert len(resumed) == 5
     assert sum(texts == ["already captioned"] for texts in resumed.values()) == 2
+    assert sorted(p.name for p in vlm_only.iterdir()) == ["metadata.jsonl"]  # the partial and its record gone
+
+    # Interrupted again (a run with the default question), then resumed with another question: refused, not mixed.
+    (vlm_only / "metadata.jsonl.partial").write_text(json.dumps(done[0]) + "\n")
+    (vlm_only / "metadata.jsonl.partial.json").write_text(json.dumps(
+        {"model": str(tiny_captioner_dir), "prompt": DEFAULT_PROMPT, "max_new_tokens": 40}))
+    with pytest.raises(ValueError, match=r"holds an interrupted captioning run made with other settings \(prompt"):
+        caption_with_vlm(SAMPLES / "hit-uav", str(tiny_captioner_dir), vlm_only, prompt="Count the people.")
 
 
 def test_text_to_thermal_pipeline_guidance_schedulers_and_errors(tmp_path):

@@ -22,6 +22,7 @@ from thermosynth.data.captions import METADATA_FILE, _relative, write_metadata
 from thermosynth.data.errors import DataError
 from thermosynth.data.images import list_images, read_thermal, read_visible
 from thermosynth.render import stretch_to_uint8
+from thermosynth.resumable import check_settings, write_settings
 
 logger = logging.getLogger(__name__)
 
@@ -76,9 +77,13 @@ def caption_with_vlm(data: str | os.PathLike, model_id: str, out: str | os.PathL
     out_dir = Path(out) if out is not None else folder
     out_dir.mkdir(parents=True, exist_ok=True)
     partial = out_dir / (METADATA_FILE + ".partial")
+    prompt = prompt or (FACE_PROMPT if visible else DEFAULT_PROMPT)
+    # an interrupted run resumes only with the model and question that began it (resumable.py)
+    record, settings = partial.with_name(partial.name + ".json"), {"model": model_id, "prompt": prompt,
+                                                                   "max_new_tokens": max_new_tokens}
+    check_settings(record, settings, "an interrupted captioning run")
     done = _read_done(partial)
     read = (lambda path: read_visible(path)) if visible else (lambda path: _as_8bit(read_thermal(path)))
-    prompt = prompt or (FACE_PROMPT if visible else DEFAULT_PROMPT)
     images = [(p, _relative(p, out_dir)) for p in (list_images(folder) if files is None else files)]
     todo = [(p, name) for p, name in images if name not in done]
     logger.info("%d images, %d captioned already", len(images), len(images) - len(todo))
@@ -87,6 +92,7 @@ def caption_with_vlm(data: str | os.PathLike, model_id: str, out: str | os.PathL
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         processor, tokenizer, model = _load(model_id, device)
         chat = hasattr(processor, "tokenizer")
+        write_settings(record, settings)
         with partial.open("a") as sink:
             for start in tqdm(range(0, len(todo), batch_size), desc="caption", unit="batch"):
                 chunk = todo[start : start + batch_size]
@@ -109,6 +115,7 @@ def caption_with_vlm(data: str | os.PathLike, model_id: str, out: str | os.PathL
 
     target = write_metadata(_merged(out_dir / METADATA_FILE, done), out_dir)
     partial.unlink(missing_ok=True)
+    record.unlink(missing_ok=True)
     return target
 
 
