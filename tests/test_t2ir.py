@@ -255,6 +255,9 @@ def test_masks_command_writes_masks_and_overlays(tmp_path, capsys):
     assert set(np.unique(mask)) <= {0, 255}
     assert len(list((tmp_path / "masks" / "overlay").glob("*.png"))) == 5
     assert "weighs hot pixels 5.0 and the rest 0.5" in (tmp_path / "masks" / "README.txt").read_text()  # training's
+    with pytest.raises(SystemExit):  # the masks there were made otherwise: not skipped as if they were these
+        main(["masks", str(SAMPLES / "hit-uav"), "--out", str(tmp_path / "masks"), "--method", "percentile"])
+    assert "holds masks made with other settings (in_boxes, method, percentile differ" in capsys.readouterr().err
 
 
 def test_train_t2ir_then_generate_offline(tmp_path, capsys):

@@ -2,7 +2,8 @@
 
 For each thermal image: ``OUT/<stem>.png`` (the mask: 255 hot, 0 not) and ``OUT/overlay/<stem>.png`` (the image in
 grey with its hot pixels tinted red). Masks are computed exactly as training computes them (data/masks.py), at the
-image's own size. Existing outputs are skipped, so an interrupted run resumes.
+image's own size. Existing outputs are skipped, so an interrupted run resumes (with the same settings alone:
+``OUT/masks.json``, resumable.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from thermosynth.data.images import atomic_write, list_images, read_thermal
 from thermosynth.data.masks import COLD_WEIGHT, HOT_WEIGHT, HotMaskSpec, hot_mask
 from thermosynth.data.sources import ThermalRecord, hituav_frames
 from thermosynth.render import stretch_to_uint8
+from thermosynth.resumable import check_settings, write_settings
 
 logger = logging.getLogger(__name__)
 
@@ -52,14 +54,19 @@ def write_masks(inputs: list[str], out: Path, method: str = HotMaskSpec.method,
                 split: str | None = None) -> dict[str, int]:
     spec = HotMaskSpec(method, percentile)
     records = _records(inputs, split)
+    record, settings = out / "masks.json", {"method": method, "in_boxes": in_boxes}
+    if method == "percentile":
+        settings["percentile"] = percentile
+    check_settings(record, settings, "masks")  # existing masks are skipped: they must be made the same way
     counts = {"written": 0, "skipped_existing": 0}
-    for record in tqdm(records, desc="masks", unit="img"):
-        target, shown = out / f"{record.path.stem}.png", out / "overlay" / f"{record.path.stem}.png"
+    for item in tqdm(records, desc="masks", unit="img"):
+        target, shown = out / f"{item.path.stem}.png", out / "overlay" / f"{item.path.stem}.png"
         if target.is_file() and shown.is_file():
             counts["skipped_existing"] += 1
             continue
-        thermal = read_thermal(record.path)
-        mask = hot_mask(thermal, spec, record.boxes if in_boxes else ())
+        thermal = read_thermal(item.path)
+        mask = hot_mask(thermal, spec, item.boxes if in_boxes else ())
+        write_settings(record, settings)
         atomic_write(target, lambda tmp, m=mask: Image.fromarray(m.astype(np.uint8) * 255).save(tmp, format="PNG"))
         atomic_write(shown, lambda tmp, t=thermal, m=mask: Image.fromarray(overlay(t, m)).save(tmp, format="PNG"))
         counts["written"] += 1
