@@ -1,10 +1,10 @@
 """Output folders that a re-run resumes, and the record of the settings each was made with.
 
 The batch jobs (`translate`, `generate`, `evaluate --model`, `synthesize`, `masks`, VLM captioning) write only what
-is missing from their output folder, so an interrupted run resumes. A re-run with other settings (another model, step count, seed...) must
-not add to such a folder or, worse, take the outputs already there as its own: `evaluate` would score images another
-model made under this one's name. So each folder keeps the settings it was made with in one JSON file, and a run
-whose settings differ is refused with the names of what differs.
+is missing from their output folder, so an interrupted run resumes. A re-run with other settings (another model,
+step count, seed...) must not add to such a folder or, worse, take the outputs already there as its own: `evaluate`
+would score images another model made under this one's name. So each folder keeps the settings it was made with in
+one JSON file, and a run whose settings differ is refused with the names of what differs.
 """
 
 from __future__ import annotations
