@@ -57,6 +57,18 @@ def test_an_empty_seed_field_gets_a_sentence_and_a_seed_repeats_its_draws():
     assert torch.equal(draws[0], draws[1]) and not torch.equal(draws[0], draws[2])
 
 
+def test_an_address_in_use_is_said_before_the_models_load(monkeypatch):
+    import thermosynth.app
+
+    monkeypatch.setattr(thermosynth.app, "ThermalApp", lambda *args, **kwargs: pytest.fail("the models were loaded"))
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        with pytest.raises(ValueError, match=f"cannot listen on 127.0.0.1:{port} .*pass another --port"):
+            thermosynth.app.serve("v2t-roadscene", "t2ir-hituav", port=port)
+    with pytest.raises(ValueError, match="port 70000 is not a TCP port"):
+        thermosynth.app.serve("v2t-roadscene", "t2ir-hituav", port=70000)
+
+
 def _browser_missing() -> str | None:
     for module in ("gradio", "playwright"):
         try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -243,6 +244,19 @@ def build_page(app: ThermalApp):
     return page
 
 
+def check_address(host: str, port: int) -> None:
+    """Say that the server cannot listen there before the models load, not after (Gradio's own error comes then)."""
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port {port} is not a TCP port: give --port a number from 1 to 65535")
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a port that only lingers after use is free
+            probe.bind((host, port))
+    except OSError as error:
+        raise ValueError(f"cannot listen on {host}:{port} ({error.strerror or error}): pass another --port or "
+                         "--host, or stop what uses it") from None
+
+
 def _stop_on_signals() -> None:
     """Ctrl+C and SIGTERM both stop the server cleanly (Gradio closes on KeyboardInterrupt; the result files go),
     also where a shell started it in the background with SIGINT ignored."""
@@ -256,6 +270,7 @@ def _stop_on_signals() -> None:
 def serve(v2t: str, t2ir: str, host: str = "127.0.0.1", port: int = 7860, device: str | None = None,
           dtype: str | None = None, max_pixels: int = MAX_PIXELS) -> None:
     """Load both models, then serve the page until interrupted."""
+    check_address(host, port)
     print(f"loading {v2t} and {t2ir} ...", flush=True)
     app = ThermalApp(v2t, t2ir, device=device, dtype=dtype, max_pixels=max_pixels)
     page = build_page(app)
