@@ -137,6 +137,22 @@ def test_bad_arguments_are_refused_before_loading(visible_folder, tmp_path, caps
     assert ("is a file, not a folder" in message) if bad[1] == "FILE" else ("must be at least 1, got 0" in message)
 
 
+@pytest.mark.parametrize("device, expected", [
+    ("banana", "'banana': not a device name; use cpu, cuda or cuda:N"),
+    ("cuda", "'cuda': this torch cannot use a CUDA GPU"),
+])
+def test_a_device_torch_cannot_use_is_refused_before_loading(visible_folder, tmp_path, capsys, device, expected):
+    """torch's own errors came after the model loaded: an AssertionError, or a list of every device type it knows."""
+    import torch
+
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    with pytest.raises(SystemExit) as stop:
+        main(["translate", str(visible_folder), "--model", str(tmp_path / "no-model"), "--device", device,
+              "--out", str(tmp_path / "out")])
+    assert stop.value.code == 2 and expected in capsys.readouterr().err
+
+
 def test_unknown_face_view_is_refused_before_the_models_load(visible_folder, tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         main(["synthesize", "faces", str(visible_folder), "--model", str(tmp_path / "no-model"), "--thermal-model",

@@ -23,6 +23,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _device(text: str) -> str:
+    """A device torch can use here, checked before any model loads (this imports torch)."""
+    from thermosynth.distributed import check_device
+
+    try:
+        return check_device(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix("device ")) from None
+
+
 def _output_folder(text: str) -> str:
     """An output folder that exists or can be made, checked before any model or data is loaded."""
     path = Path(text)
@@ -397,7 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     faces.add_argument("--thermal-size", type=_positive_int,
                        help="resize faces to this side before translation (default: as generated)")
     faces.add_argument("--scheduler", default="ddim", choices=("ddim", "dpm++"))
-    faces.add_argument("--device")
+    faces.add_argument("--device", type=_device)
     _add_dtype_argument(faces)
     faces.set_defaults(func=cmd_synthesize_faces)
 
@@ -416,7 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
     translate.add_argument("--bit-depth", type=int, default=8, choices=(8, 16))
     translate.add_argument("--palette", action="append", default=[], choices=("white-hot", "black-hot", "ironbow"),
                            help="also write a false-colour rendering into OUT/<palette>/ (repeatable)")
-    translate.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    translate.add_argument("--device", type=_device, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     translate.add_argument("--max-pixels", type=_positive_int, default=4_000_000,
                            help="refuse larger inputs (translation needs ~2 KB of memory per pixel)")
     _add_dtype_argument(translate)
@@ -437,7 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--scheduler", default="ddim", choices=("ddim", "dpm++"))
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--batch-size", type=_positive_int, default=4)
-    evaluate.add_argument("--device")
+    evaluate.add_argument("--device", type=_device)
     _add_dtype_argument(evaluate)
     evaluate.add_argument("--thermal-normalization", choices=("fixed", "dataset", "percentile"),
                           help="with --generated: how the model maps raw thermal values (default: a --model's own)")
@@ -457,7 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="DATA holds face photos in CFP's layout: each caption is the measured view, then the "
                          "--vlm's sentence (for `train faces --captions`)")
     caption.add_argument("--batch-size", type=_positive_int, default=8)
-    caption.add_argument("--device")
+    caption.add_argument("--device", type=_device)
     caption.add_argument("--skip-bad", action="store_true")
     caption.set_defaults(func=cmd_caption)
 
@@ -483,7 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--scheduler", default="ddim", choices=("ddim", "dpm++"))
     generate.add_argument("--bit-depth", type=int, default=8, choices=(8, 16))
     generate.add_argument("--palette", action="append", default=[], choices=("white-hot", "black-hot", "ironbow"))
-    generate.add_argument("--device")
+    generate.add_argument("--device", type=_device)
     _add_dtype_argument(generate)
     generate.set_defaults(func=cmd_generate)
 
@@ -514,7 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=_positive_int, default=7860)
     serve.add_argument("--max-pixels", type=_positive_int,
                        help="refuse uploads larger than this (default: 1 million pixels)")
-    serve.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    serve.add_argument("--device", type=_device, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     _add_dtype_argument(serve)
     serve.set_defaults(func=cmd_serve)
     return parser

@@ -36,8 +36,27 @@ def process_state() -> PartialState:
 
 
 def process_device(device: str | None = None) -> str:
-    """`device` when given, else this process's own device."""
-    return device or str(process_state().device)
+    """`device` when given (checked), else this process's own device."""
+    return check_device(device) if device else str(process_state().device)
+
+
+def check_device(device: str) -> str:
+    """`device` if torch can use it here, else a ValueError that says why (torch's own errors are an assertion or a
+    list of every device type it knows, after the model has loaded)."""
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device {device!r}: not a device name; use cpu, cuda or cuda:N") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r}: this torch cannot use a CUDA GPU (torch.cuda.is_available() is "
+                             "False); use cpu, or install a CUDA build of torch")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+                             "numbered from 0")
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r}: Apple's MPS is not available here; use cpu")
+    return device
 
 
 def is_main_process() -> bool:

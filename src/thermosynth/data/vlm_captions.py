@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from thermosynth.data.captions import METADATA_FILE, _relative, write_metadata
 from thermosynth.data.errors import DataError
 from thermosynth.data.images import list_images, read_thermal, read_visible
+from thermosynth.distributed import check_device
 from thermosynth.render import stretch_to_uint8
 from thermosynth.resumable import check_settings, write_settings
 
@@ -89,7 +90,7 @@ def caption_with_vlm(data: str | os.PathLike, model_id: str, out: str | os.PathL
     logger.info("%d images, %d captioned already", len(images), len(images) - len(todo))
 
     if todo:
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = check_device(device) if device else ("cuda" if torch.cuda.is_available() else "cpu")
         processor, tokenizer, model = _load(model_id, device)
         chat = hasattr(processor, "tokenizer")
         write_settings(record, settings)
