@@ -536,6 +536,9 @@ def main(argv: list[str] | None = None) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=logging.WARNING
     )
     logging.getLogger("thermosynth").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    # bitsandbytes (the adam8bit extra), imported by transformers whether or not it is used, warns on every command
+    # that it cannot fetch an optional 4-bit kernel package: nothing a user of these commands can act on
+    logging.getLogger("bitsandbytes").setLevel(logging.DEBUG if args.verbose else logging.ERROR)
     from thermosynth.data.errors import DataError
     from thermosynth.evaluation.optional import MetricUnavailable
 
