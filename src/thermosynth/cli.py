@@ -207,9 +207,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     if (args.model is None) == (args.generated is None):
         raise ValueError("give exactly one of --model (generate, then score) or --generated (score a folder)")
+    pairs = load_pairs(args.data, args.split, args.skip_bad)  # a wrong folder or split is said before the model loads
     pipeline, generation = None, None
     if args.model is not None:
-        load_pairs(args.data, args.split, args.skip_bad)  # a wrong folder or split is said before the model loads
         pipeline = _load_pipeline(args.model, args.device, args.scheduler, _dtype(args))
         generation = {"num_inference_steps": args.steps, "guidance_scale": args.guidance, "seed": args.seed,
                       "batch_size": args.batch_size}
@@ -223,7 +223,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         from thermosynth.data.images import read_thermal
         from thermosynth.data.loading import fit_normalization
 
-        real = [read_thermal(p.thermal) for p in load_pairs(args.data, args.split, args.skip_bad)]
+        real = [read_thermal(p.thermal) for p in pairs]
         normalization = fit_normalization(real, args.thermal_normalization or "fixed", args.thermal_range)
     report = evaluate_pairs(args.data, args.split, Path(args.out), generated=args.generated and Path(args.generated),
                             pipeline=pipeline, generation=generation, skip_bad=args.skip_bad,

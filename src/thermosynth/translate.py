@@ -4,8 +4,8 @@ Resumable: outputs are written atomically and inputs whose output exists are ski
 the model (a fingerprint of its weights) and the sampling settings, and a folder made with others is refused rather
 than mixed or, under `evaluate`, scored as this model's (resumable.py). Each image's noise comes from (seed, file
 name), so the order of inputs, the batch size and resumption change an output at most in its last bits (through the
-other images in its batch). Batches are formed before processes share them, so N processes of
-`accelerate launch` write byte for byte what one process writes.
+other images in its batch). Batches are formed before processes share them, so N processes of `accelerate launch`
+write byte for byte what one process writes.
 """
 
 from __future__ import annotations
