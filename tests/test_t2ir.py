@@ -343,6 +343,12 @@ def test_text_to_thermal_pipeline_guidance_schedulers_and_errors(tmp_path):
 
     with pytest.raises(ValueError, match="multiples of 4"):
         pipeline("x", height=18, width=24)
+    with pytest.raises(ValueError, match="prompt must be a string or a list of strings, got NoneType"):
+        pipeline(None)
+    with pytest.raises(ValueError, match="negative_prompt must be a string or a list of strings, got int"):
+        pipeline("x", negative_prompt=3, guidance_scale=2.0)
+    with pytest.raises(ValueError, match="num_images_per_prompt must be >= 1, got 0"):
+        pipeline("x", num_images_per_prompt=0)
     pipeline.save_pretrained(tmp_path / "t2ir")
     loaded = TextToThermalPipeline.from_pretrained(tmp_path / "t2ir")
     assert loaded.config.image_size == [16, 24] and not list((tmp_path / "t2ir").rglob("*.bin"))

@@ -75,9 +75,11 @@ class TextToThermalPipeline(ThermalOutputMixin, LatentDiffusionMixin, DiffusionP
         height = height or self.config.image_size[0]
         width = width or self.config.image_size[1]
         self._check(height, width, num_inference_steps)
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        prompts = _texts(prompt, "prompt")
         if not prompts:
             raise ValueError("no prompt given")
+        if num_images_per_prompt < 1:
+            raise ValueError(f"num_images_per_prompt must be >= 1, got {num_images_per_prompt}")
         prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
         batch = len(prompts)
 
@@ -85,8 +87,8 @@ class TextToThermalPipeline(ThermalOutputMixin, LatentDiffusionMixin, DiffusionP
         do_guidance = guidance_scale > 1.0  # diffusers convention: <= 1 is the conditional prediction alone
         texts = prompts
         if do_guidance:
-            negatives = negative_prompt if negative_prompt is not None else ""
-            negatives = [negatives] * len(prompts) if isinstance(negatives, str) else \
+            negatives = _texts("" if negative_prompt is None else negative_prompt, "negative_prompt")
+            negatives = negatives * batch if len(negatives) == 1 else \
                 [n for n in negatives for _ in range(num_images_per_prompt)]
             if len(negatives) != batch:
                 raise ValueError("give one negative prompt, or one per prompt")
@@ -117,3 +119,11 @@ class TextToThermalPipeline(ThermalOutputMixin, LatentDiffusionMixin, DiffusionP
         self.maybe_free_model_hooks()
         images = postprocess(thermal, output_type, self.normalization)
         return ImagePipelineOutput(images=images) if return_dict else (images,)
+
+
+def _texts(text, name: str) -> list[str]:
+    """A prompt argument as a list of strings: one string, or a list or tuple of them."""
+    texts = [text] if isinstance(text, str) else text
+    if not isinstance(texts, (list, tuple)) or not all(isinstance(t, str) for t in texts):
+        raise ValueError(f"{name} must be a string or a list of strings, got {type(text).__name__}")
+    return list(texts)
