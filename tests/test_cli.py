@@ -153,6 +153,15 @@ def test_a_device_torch_cannot_use_is_refused_before_loading(visible_folder, tmp
     assert stop.value.code == 2 and expected in capsys.readouterr().err
 
 
+def test_the_clis_scheduler_and_palette_names_are_the_librarys():
+    """The CLI mirrors these names so that `--help` need not import torch and diffusers: they must not drift."""
+    from thermosynth.cli import PALETTE_NAMES, SCHEDULER_NAMES
+    from thermosynth.pipelines.visible_to_thermal import SCHEDULERS
+    from thermosynth.render import PALETTES
+
+    assert SCHEDULER_NAMES == tuple(SCHEDULERS) and PALETTE_NAMES == PALETTES
+
+
 def test_unknown_face_view_is_refused_before_the_models_load(visible_folder, tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         main(["synthesize", "faces", str(visible_folder), "--model", str(tmp_path / "no-model"), "--thermal-model",

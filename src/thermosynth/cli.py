@@ -11,6 +11,11 @@ from pathlib import Path
 
 STEPS_HELP = "sampling steps (default: the model's recorded setting, or 25)"
 MODEL_HELP = "a shipped model's name ({}), a pipeline folder (<run>/pipeline) or a hub id"
+DEVICE_HELP = "cpu, cuda, cuda:1 ... (default: cuda when available)"
+# Mirrors of pipelines.visible_to_thermal.SCHEDULERS and render.PALETTES, whose modules import torch and diffusers,
+# which `thermosynth --help` should not wait for (tests/test_cli.py checks that they agree).
+SCHEDULER_NAMES = ("ddim", "dpm++")
+PALETTE_NAMES = ("white-hot", "black-hot", "ironbow")
 
 
 def _positive_int(text: str) -> int:
@@ -47,6 +52,16 @@ def _output_folder(text: str) -> str:
 def _add_dtype_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=("fp32", "bf16", "fp16"),
                         help="inference precision (default: fp32 on CPU, bf16 on CUDA; fp32 for --bit-depth 16)")
+
+
+def _add_sampling_arguments(parser: argparse.ArgumentParser, guidance_help: str) -> None:
+    """The options of the commands that sample a diffusion model: translate, evaluate, generate."""
+    parser.add_argument("--steps", type=_positive_int, help=STEPS_HELP)
+    parser.add_argument("--guidance", type=float, help=guidance_help)
+    parser.add_argument("--scheduler", default="ddim", choices=SCHEDULER_NAMES)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", type=_device, help=DEVICE_HELP)
+    _add_dtype_argument(parser)
 
 
 def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
@@ -406,8 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
     faces.add_argument("--thermal-guidance", type=float, help="V2T guidance scale (default: the model's)")
     faces.add_argument("--thermal-size", type=_positive_int,
                        help="resize faces to this side before translation (default: as generated)")
-    faces.add_argument("--scheduler", default="ddim", choices=("ddim", "dpm++"))
-    faces.add_argument("--device", type=_device)
+    faces.add_argument("--scheduler", default="ddim", choices=SCHEDULER_NAMES)
+    faces.add_argument("--device", type=_device, help=DEVICE_HELP)
     _add_dtype_argument(faces)
     faces.set_defaults(func=cmd_synthesize_faces)
 
@@ -417,19 +432,14 @@ def build_parser() -> argparse.ArgumentParser:
     translate.add_argument("--out", required=True, type=_output_folder,
                            help="output folder; existing outputs are skipped")
     translate.add_argument("--split", default="test", help="split of a paired data set input (default: test)")
-    translate.add_argument("--steps", type=_positive_int, help=STEPS_HELP)
-    translate.add_argument("--guidance", type=float,
-                           help="classifier-free guidance scale, 1: off (default: the model's recorded setting, or 1)")
-    translate.add_argument("--scheduler", default="ddim", choices=("ddim", "dpm++"))
-    translate.add_argument("--seed", type=int, default=0)
+    _add_sampling_arguments(
+        translate, "classifier-free guidance scale, 1: off (default: the model's recorded setting, or 1)")
     translate.add_argument("--batch-size", type=_positive_int, default=4)
     translate.add_argument("--bit-depth", type=int, default=8, choices=(8, 16))
-    translate.add_argument("--palette", action="append", default=[], choices=("white-hot", "black-hot", "ironbow"),
+    translate.add_argument("--palette", action="append", default=[], choices=PALETTE_NAMES,
                            help="also write a false-colour rendering into OUT/<palette>/ (repeatable)")
-    translate.add_argument("--device", type=_device, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     translate.add_argument("--max-pixels", type=_positive_int, default=4_000_000,
                            help="refuse larger inputs (translation needs ~2 KB of memory per pixel)")
-    _add_dtype_argument(translate)
     translate.add_argument("--skip-bad", action="store_true", help="log and skip unreadable images")
     translate.set_defaults(func=cmd_translate)
 
@@ -441,14 +451,8 @@ def build_parser() -> argparse.ArgumentParser:
                           + ": generates what is missing into OUT/generated, then scores")
     evaluate.add_argument("--generated", help="folder of generated thermal PNGs named like the visible images")
     evaluate.add_argument("--out", required=True, type=_output_folder, help="report folder")
-    evaluate.add_argument("--steps", type=_positive_int, help=STEPS_HELP)
-    evaluate.add_argument("--guidance", type=float,
-                          help="guidance scale (default: the model's recorded setting, or 1)")
-    evaluate.add_argument("--scheduler", default="ddim", choices=("ddim", "dpm++"))
-    evaluate.add_argument("--seed", type=int, default=0)
+    _add_sampling_arguments(evaluate, "guidance scale (default: the model's recorded setting, or 1)")
     evaluate.add_argument("--batch-size", type=_positive_int, default=4)
-    evaluate.add_argument("--device", type=_device)
-    _add_dtype_argument(evaluate)
     evaluate.add_argument("--thermal-normalization", choices=("fixed", "dataset", "percentile"),
                           help="with --generated: how the model maps raw thermal values (default: a --model's own)")
     evaluate.add_argument("--thermal-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
@@ -467,7 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="DATA holds face photos in CFP's layout: each caption is the measured view, then the "
                          "--vlm's sentence (for `train faces --captions`)")
     caption.add_argument("--batch-size", type=_positive_int, default=8)
-    caption.add_argument("--device", type=_device)
+    caption.add_argument("--device", type=_device, help=DEVICE_HELP)
     caption.add_argument("--skip-bad", action="store_true")
     caption.set_defaults(func=cmd_caption)
 
@@ -485,16 +489,11 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--model", required=True, help=MODEL_HELP.format("t2ir-hituav"))
     generate.add_argument("-n", type=_positive_int, default=4, help="how many images")
     generate.add_argument("--out", required=True, type=_output_folder)
-    generate.add_argument("--seed", type=int, default=0)
-    generate.add_argument("--steps", type=_positive_int, help=STEPS_HELP)
-    generate.add_argument("--guidance", type=float,
-                          help="guidance scale (default: the model's recorded setting, or 3)")
+    _add_sampling_arguments(generate, "guidance scale (default: the model's recorded setting, or 3)")
     generate.add_argument("--negative-prompt")
-    generate.add_argument("--scheduler", default="ddim", choices=("ddim", "dpm++"))
     generate.add_argument("--bit-depth", type=int, default=8, choices=(8, 16))
-    generate.add_argument("--palette", action="append", default=[], choices=("white-hot", "black-hot", "ironbow"))
-    generate.add_argument("--device", type=_device)
-    _add_dtype_argument(generate)
+    generate.add_argument("--palette", action="append", default=[], choices=PALETTE_NAMES,
+                          help="also write a false-colour rendering into OUT/<palette>/ (repeatable)")
     generate.set_defaults(func=cmd_generate)
 
     demo = commands.add_parser(
@@ -524,7 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=_positive_int, default=7860)
     serve.add_argument("--max-pixels", type=_positive_int,
                        help="refuse uploads larger than this (default: 1 million pixels)")
-    serve.add_argument("--device", type=_device, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    serve.add_argument("--device", type=_device, help=DEVICE_HELP)
     _add_dtype_argument(serve)
     serve.set_defaults(func=cmd_serve)
     return parser
