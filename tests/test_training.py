@@ -149,6 +149,13 @@ def test_presets_validate():
         make_config("autoencoder", "tiny", output_dir="x", time_budget=0)
     with pytest.raises(ValueError, match="hot_weight and cold_weight must be >= 0"):
         make_config("t2ir", "tiny", output_dir="x", autoencoder="a", cold_weight=-0.5)
+    # --max-side below the crop would upscale every crop (it had trained on 8-pixel images); where whole images are
+    # fitted to a size it did nothing at all
+    with pytest.raises(ValueError, match="max_side 64 is below the crop size 128"):
+        make_config("pix2pix", "tiny", output_dir="x", data=DataConfig(max_side=64))
+    make_config("pix2pix", "tiny", output_dir="x", data=DataConfig(max_side=128))
+    with pytest.raises(ValueError, match="max_side does not apply to t2ir"):
+        make_config("t2ir", "tiny", output_dir="x", autoencoder="a", data=DataConfig(max_side=512))
     for task in ("autoencoder", "v2t", "t2ir"):
         for preset in ("tiny", "base", "small", "sd15"):
             make_config(task, preset, output_dir="x", autoencoder=None if task == "autoencoder" else "a")

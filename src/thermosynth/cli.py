@@ -84,7 +84,6 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
                         help="bitsandbytes' 8-bit AdamW (pip install 'thermosynth[adam8bit]'): a quarter of the "
                         "optimizer's memory")
     parser.add_argument("--seed", type=int)
-    parser.add_argument("--max-side", type=int, help="downscale images whose longer side exceeds this")
     parser.add_argument("--skip-bad", action="store_true", help="log and skip unreadable or unpaired images")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the resolved config and the data found, then stop")
@@ -96,6 +95,13 @@ def _add_normalization_arguments(parser: argparse.ArgumentParser, when: str = ""
                         help=f"how raw thermal values map to [-1, 1] (recorded in the model{when})")
     parser.add_argument("--thermal-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
                         help="raw range for --thermal-normalization fixed (default: full bit depth)")
+
+
+def _add_max_side_argument(parser: argparse.ArgumentParser) -> None:
+    """For the tasks that train on random crops (t2ir and faces fit whole images to their size instead)."""
+    parser.add_argument("--max-side", type=_positive_int, metavar="PIXELS",
+                        help="downscale images whose longer side exceeds this before cropping (at least the crop "
+                        "size)")
 
 
 def _add_model_source_arguments(parser: argparse.ArgumentParser, init_from: str, lora: str) -> None:
@@ -124,7 +130,7 @@ def _training_config(task: str, args: argparse.Namespace):
     from thermosynth.training.config import DataConfig, make_config
 
     data = DataConfig(paths=[str(Path(p)) for p in args.data], split=args.split, skip_bad=args.skip_bad,
-                      max_side=args.max_side,
+                      max_side=getattr(args, "max_side", None),  # the tasks that train on crops
                       thermal_normalization=getattr(args, "thermal_normalization", "fixed"),  # faces have none
                       thermal_range=getattr(args, "thermal_range", None))
     extra = {}
@@ -352,12 +358,14 @@ def build_parser() -> argparse.ArgumentParser:
     tasks = train.add_subparsers(dest="task", required=True)
     autoencoder = tasks.add_parser("autoencoder", help="the autoencoder shared by thermal and visible images")
     _add_training_arguments(autoencoder)
+    _add_max_side_argument(autoencoder)
     autoencoder.add_argument("--init-from", metavar="MODEL",
                              help="fine-tune the decoder of this Stable Diffusion's VAE (folder or hub id) on thermal "
                              "crops instead of training a new autoencoder; its encoder and latents stay as they are")
     _add_normalization_arguments(autoencoder)
     v2t = tasks.add_parser("v2t", help="the visible-to-thermal latent diffusion model")
     _add_training_arguments(v2t)
+    _add_max_side_argument(v2t)
     _add_model_source_arguments(v2t, "its VAE as it is and its UNet widened for the visible latent",
                                 "LoRA adapters and conv_in")
     t2ir = tasks.add_parser("t2ir", help="the text-to-infrared latent diffusion model (TxT2IR)")
@@ -377,6 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="recompute decoder activations for the mask loss: less memory, more time")
     pix2pix = tasks.add_parser("pix2pix", help="the pix2pix baseline (U-Net generator + PatchGAN)")
     _add_training_arguments(pix2pix)
+    _add_max_side_argument(pix2pix)
     _add_normalization_arguments(pix2pix)
     faces = tasks.add_parser("faces", help="the identity-conditioned visible face generator (LaPIG), on photos in "
                              "CFP's layout")

@@ -89,12 +89,20 @@ class TrainConfig:
             raise ValueError(f"time_budget must be > 0 minutes, got {self.time_budget}")
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        self._check_max_side()
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if not 0.0 <= self.adam_beta1 < 1.0:
             raise ValueError(f"adam_beta1 must be in [0, 1), got {self.adam_beta1}")
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
             raise ValueError(f"max_grad_norm must be > 0 or None, got {self.max_grad_norm}")
+
+    def _check_max_side(self) -> None:
+        """Images downscaled below the crop size would have every crop upscaled from a smaller image."""
+        max_side = self.data.max_side
+        if max_side is not None and max_side < self.crop_size:
+            raise ValueError(f"max_side {max_side} is below the crop size {self.crop_size}: every crop would be "
+                             f"upscaled from a smaller image; give at least {self.crop_size}, or leave it out")
 
     def to_dict(self) -> dict:
         return {"task": self.task, **dataclasses.asdict(self)}
@@ -243,6 +251,10 @@ class T2IRTrainConfig(TrainConfig):
             raise ValueError(f"image_size must be (height, width), multiples of 8, got {self.image_size}")
         HotMaskSpec(self.mask_method, self.mask_percentile)  # validates the mask settings
 
+    def _check_max_side(self) -> None:  # whole images are fitted to image_size: nothing to downscale first
+        if self.data.max_side is not None:
+            raise ValueError(f"max_side does not apply to {self.task}: every image is fitted to image_size")
+
 
 
 @dataclass
@@ -287,6 +299,10 @@ class FaceTrainConfig(TrainConfig):
         if self.identity_loss_weight and self.identity_encoder != "sface":
             raise ValueError("identity_loss_weight scores faces with SFace, so the identity vectors must be SFace's "
                              f"(identity_encoder 'sface', not {self.identity_encoder!r})")
+
+    def _check_max_side(self) -> None:  # whole images are fitted to image_size: nothing to downscale first
+        if self.data.max_side is not None:
+            raise ValueError(f"max_side does not apply to {self.task}: every image is fitted to image_size")
 
 # Named presets. "tiny" finishes on 2 CPU cores in minutes (tests, demo); "base" is the shipped models' recipe
 # (sized to ship: ~100 MB in fp16 for the autoencoder and both UNets; meant for one GPU with --time-budget, its
