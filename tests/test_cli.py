@@ -44,7 +44,7 @@ def test_a_folder_made_with_other_settings_is_refused_not_mixed(visible_folder, 
     made = (out / "v0.png").read_bytes()
     with pytest.raises(SystemExit):
         main(["translate", str(visible_folder), "--model", str(tiny_pipeline_dir), "--out", str(out), "--steps", "3"])
-    assert "holds translations made with other settings (steps differ; see translate.json)" in capsys.readouterr().err
+    assert "holds translations made with other settings (steps differs; see translate.json)" in capsys.readouterr().err
     assert (out / "v0.png").read_bytes() == made and not (out / "v1.png").exists()
     translate(visible_folder, "--model", tiny_pipeline_dir, "--out", out)
     assert "2 written, 1 already there" in capsys.readouterr().out

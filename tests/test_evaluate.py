@@ -113,7 +113,7 @@ def test_a_second_model_or_setting_never_scores_the_firsts_images(tiny_pipeline_
     evaluate("--model", tiny_pipeline_dir, "--out", tmp_path / "report", "--steps", "1")
     with pytest.raises(SystemExit):
         evaluate("--model", tiny_pipeline_dir, "--out", tmp_path / "report", "--steps", "2")
-    assert "holds translations made with other settings (steps differ" in capsys.readouterr().err
+    assert "holds translations made with other settings (steps differs" in capsys.readouterr().err
     first = json.loads((tmp_path / "report" / "report.json").read_text())
     assert first["generation"]["num_inference_steps"] == 1 and first["made_with"]["steps"] == 1
     # scoring that folder alone still says which model and settings made it

@@ -203,12 +203,12 @@ def test_synthesize_writes_every_pair_once_and_resumes_after_a_kill(face_pipelin
             assert np.abs(same).max() == 0, path.name  # each batch holds the same pairs as before
     assert not [p for p in resumed.rglob(".*") if p.is_file()]  # no temporary files left
 
-    with pytest.raises(ValueError, match=r"other settings \(per_view differ"):
+    with pytest.raises(ValueError, match=r"other settings \(per_view differs"):
         synthesize.synthesize_faces(paired, people, resumed, StubEncoder(), **{**settings, "per_view": 3})
     retrained = copy.deepcopy(tiny_pipeline)  # the thermal model retrained under the same name
     with torch.no_grad():
         next(retrained.unet.parameters()).add_(1e-3)
-    with pytest.raises(ValueError, match=r"other settings \(thermal_model_fingerprint differ"):
+    with pytest.raises(ValueError, match=r"other settings \(thermal_model_fingerprint differs"):
         synthesize.synthesize_faces(PairedFacePipeline(face_pipeline, retrained), people, resumed, StubEncoder(),
                                     **settings)
     assert {line["identity_guidance"] for line in lines} == {0.0}  # this model cannot be steered: off

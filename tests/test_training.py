@@ -116,7 +116,7 @@ def test_finished_run_is_not_retrained(trained):
 def test_changed_config_is_refused(trained):
     config = make_config("v2t", "tiny", output_dir=str(trained["root"] / "v2t"), data=trained["v2t_config"].data,
                          autoencoder=trained["v2t_config"].autoencoder, **{**V2T_FAST, "batch_size": 3})
-    with pytest.raises(ValueError, match=r"\(batch_size differ\)"):
+    with pytest.raises(ValueError, match=r"\(batch_size differs\)"):
         train(config)
 
 

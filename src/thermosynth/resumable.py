@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Collection
 from pathlib import Path
 
 import torch
@@ -39,10 +40,21 @@ def check_settings(record: Path, settings: dict, what: str) -> None:
     if not record.is_file():
         return
     previous, settings = json.loads(record.read_text()), json.loads(json.dumps(settings))  # tuples as JSON lists
-    changed = sorted(key for key in settings.keys() | previous.keys() if previous.get(key) != settings.get(key))
+    changed = differences(previous, settings)
     if changed:
-        raise ValueError(f"{record.parent} holds {what} made with other settings ({', '.join(changed)} differ; see "
-                         f"{record.name}). Use a new --out folder, or repeat the original command to resume it.")
+        raise ValueError(f"{record.parent} holds {what} made with other settings ({changed}; see {record.name}). "
+                         f"{RESUME_HINT}")
+
+
+RESUME_HINT = "Use a new --out folder, or repeat the original command to resume it."
+
+
+def differences(previous: dict, current: dict, ignore: Collection[str] = ()) -> str:
+    """What differs between a record and the settings of the run that would add to it, as a phrase ("steps
+    differs", "model, steps differ"); "" when they agree on every key outside `ignore`."""
+    changed = sorted(key for key in previous.keys() | current.keys()
+                     if key not in ignore and previous.get(key) != current.get(key))
+    return f"{', '.join(changed)} {'differs' if len(changed) == 1 else 'differ'}" if changed else ""
 
 
 def write_settings(record: Path, settings: dict) -> None:

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from thermosynth.distributed import uses_cpu
+from thermosynth.resumable import RESUME_HINT, differences
 from thermosynth.training.checkpoint import (
     checkpoint_dirs,
     checkpoint_state,
@@ -119,12 +120,9 @@ def prepare_run_dir(config: TrainConfig) -> Path:
     if saved.is_file():
         previous = load_config(saved).to_dict()
         current = config.to_dict()
-        changed = sorted(k for k in current if previous.get(k) != current[k] and k not in RESUMABLE_CHANGES)
+        changed = differences(previous, current, RESUMABLE_CHANGES)
         if changed:
-            raise ValueError(
-                f"{run_dir} holds a run with a different config ({', '.join(changed)} differ). "
-                "Use a new --out folder, or repeat the original command to resume it."
-            )
+            raise ValueError(f"{run_dir} holds a run with a different config ({changed}). {RESUME_HINT}")
     run_dir.mkdir(parents=True, exist_ok=True)
     tmp = run_dir / f".config.json.{os.getpid()}.tmp"  # processes of one run may write it at once
     config.save(tmp)
