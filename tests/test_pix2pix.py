@@ -5,8 +5,9 @@ import torch
 from thermosynth.cli import main
 from thermosynth.models.pix2pix import Pix2PixGenerator, Pix2PixPair
 from thermosynth.pipelines import Pix2PixPipeline, VisibleToThermalPipeline, load_pipeline, load_text_pipeline
+from thermosynth.training.adversarial import gan_loss
 from thermosynth.training.config import make_config
-from thermosynth.training.pix2pix import _gan_loss, compute_loss
+from thermosynth.training.pix2pix import compute_loss
 
 from conftest import SAMPLES, write_pairs
 
@@ -29,11 +30,11 @@ def test_each_network_gets_gradient_from_its_own_loss_only():
     visible, thermal = batch["visible"], batch["thermal"]
     fake = model.generator(visible)
     d = model.discriminator
-    loss_d = 0.5 * (_gan_loss(d(torch.cat([visible, thermal], 1)), True)
-                    + _gan_loss(d(torch.cat([visible, fake.detach()], 1)), False))
+    loss_d = 0.5 * (gan_loss(d(torch.cat([visible, thermal], 1)), True)
+                    + gan_loss(d(torch.cat([visible, fake.detach()], 1)), False))
     from_d = _gradients(model, loss_d)
     fake = model.generator(visible)
-    loss_g = _gan_loss(d(torch.cat([visible, fake], 1)), True) + 100.0 * (fake - thermal).abs().mean()
+    loss_g = gan_loss(d(torch.cat([visible, fake], 1)), True) + 100.0 * (fake - thermal).abs().mean()
     from_g = _gradients(model, loss_g)
 
     for name, grad in combined.items():

@@ -1,10 +1,7 @@
 """Training the pix2pix baseline on the same data layer, loop and exports as the V2T LDM.
 
-Generator and discriminator are updated together from one backward pass: the discriminator's loss sees the
-generated image detached, and the generator's adversarial term runs the discriminator with detached parameters
-(`torch.func.functional_call`), so each network's gradient comes only from its own loss. That is the
-simultaneous-update form of the paper's alternating steps, and it lets the shared loop (one module, one
-optimizer) train a GAN.
+Generator and discriminator are updated together from one backward pass (training/adversarial.py): the
+simultaneous-update form of the paper's alternating steps.
 """
 
 from __future__ import annotations
@@ -13,14 +10,13 @@ import logging
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from torch.func import functional_call
 
 from thermosynth.data.augment import CropSpec, center_crop
 from thermosynth.data.datasets import PairedImages
 from thermosynth.data.loading import fit_normalization, load_paired_arrays
 from thermosynth.models.pix2pix import Pix2PixPair, build_pix2pix
 from thermosynth.pipelines.pix2pix import Pix2PixPipeline
+from thermosynth.training.adversarial import adversarial_losses
 from thermosynth.training.config import Pix2PixTrainConfig
 from thermosynth.training.loop import TrainingTask, global_rng_from, train_with
 from thermosynth.training.validation import validate_translation
@@ -28,24 +24,13 @@ from thermosynth.training.validation import validate_translation
 logger = logging.getLogger(__name__)
 
 
-def _gan_loss(logits: torch.Tensor, real: bool) -> torch.Tensor:
-    target = torch.ones_like(logits) if real else torch.zeros_like(logits)
-    return F.binary_cross_entropy_with_logits(logits.float(), target.float())
-
-
 def compute_loss(model: Pix2PixPair, batch: dict[str, torch.Tensor], l1_weight: float):
     """loss_D = (BCE(D(x, y), 1) + BCE(D(x, G(x)), 0)) / 2 and loss_G = BCE(D(x, G(x)), 1) + l1_weight * |G(x) - y|,
     returned as their sum; neither network receives gradient from the other's loss."""
     visible, thermal = batch["visible"], batch["thermal"]
     fake = model.generator(visible)
-    discriminator = model.discriminator
-    real_logits = discriminator(torch.cat([visible, thermal], dim=1))
-    fake_logits = discriminator(torch.cat([visible, fake.detach()], dim=1))
-    loss_d = 0.5 * (_gan_loss(real_logits, True) + _gan_loss(fake_logits, False))
-
-    frozen = {name: p.detach() for name, p in discriminator.named_parameters()}
-    fooled_logits = functional_call(discriminator, frozen, (torch.cat([visible, fake], dim=1),))
-    adversarial = _gan_loss(fooled_logits, True)
+    loss_d, adversarial = adversarial_losses(model.discriminator, torch.cat([visible, thermal], dim=1),
+                                             torch.cat([visible, fake], dim=1))
     l1 = (fake.float() - thermal.float()).abs().mean()
     loss_g = adversarial + l1_weight * l1
     return loss_g + loss_d, {"loss_d": loss_d.item(), "loss_g_gan": adversarial.item(), "l1": l1.item()}
