@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from thermosynth.resumable import check_settings, weights_fingerprint, write_settings
+from thermosynth.resumable import check_settings, model_settings, weights_fingerprint, write_settings
 
 
 def test_weights_fingerprint_names_the_weights_not_the_object(tmp_path):
@@ -25,3 +25,15 @@ def test_weights_fingerprint_names_the_weights_not_the_object(tmp_path):
     check_settings(record, {"steps": 2, "palettes": ["ironbow"]}, "images")
     with pytest.raises(ValueError, match=r"holds images made with other settings \(seed, steps differ"):
         check_settings(record, {"steps": 3, "palettes": ["ironbow"], "seed": 1}, "images")
+
+
+def test_a_pipelines_fingerprint_covers_its_decoder(tiny_pipeline):
+    """A decoder fine-tuned under the same UNet (`train autoencoder --init-from`) makes other images: a folder made
+    before must not be resumed as if the model were the same."""
+    import copy
+
+    twin = copy.deepcopy(tiny_pipeline)
+    assert model_settings(twin) == model_settings(tiny_pipeline)
+    with torch.no_grad():
+        twin.vae.decoder.conv_out.bias[0] += 1e-3
+    assert model_settings(twin)["model"] != model_settings(tiny_pipeline)["model"]

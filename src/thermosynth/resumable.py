@@ -19,20 +19,22 @@ import torch
 from thermosynth.data.images import atomic_write
 
 
-def weights_fingerprint(network: torch.nn.Module) -> str:
-    """A short hash of a network's weights: which model made an output, whatever its folder is called."""
+def weights_fingerprint(*networks: torch.nn.Module) -> str:
+    """A short hash of the networks' weights: which model made an output, whatever its folder is called."""
     digest = hashlib.sha256()
-    for name, tensor in sorted(network.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().float().cpu().numpy().tobytes())
+    for network in networks:
+        for name, tensor in sorted(network.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().float().cpu().numpy().tobytes())
     return digest.hexdigest()[:16]
 
 
 def model_settings(pipeline) -> dict[str, str]:
-    """Which model makes a pipeline's images, for a record: the fingerprint of its UNet (or pix2pix's generator) as
-    loaded, and the precision it runs in, which changes the fingerprint too and is named so that a refusal says so."""
-    network = pipeline.unet if "unet" in pipeline.components else pipeline.generator
-    return {"model": weights_fingerprint(network), "dtype": str(next(network.parameters()).dtype)}
+    """Which model makes a pipeline's images, for a record: the fingerprint of what turns its input into pixels (the
+    UNet and the autoencoder, whose decoder can be fine-tuned under the same UNet, or pix2pix's generator) as loaded,
+    and the precision it runs in, which changes the fingerprint too and is named so that a refusal says so."""
+    networks = [pipeline.unet, pipeline.vae] if "unet" in pipeline.components else [pipeline.generator]
+    return {"model": weights_fingerprint(*networks), "dtype": str(next(networks[0].parameters()).dtype)}
 
 
 def check_settings(record: Path, settings: dict, what: str) -> None:
