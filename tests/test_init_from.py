@@ -243,3 +243,20 @@ def test_fine_tune_the_pretrained_vae_decoder_on_thermal_then_train_v2t_on_it(sd
         main(["train", "v2t", "--data", str(paired_folder), "--out", str(tmp_path / "bad"), "--init-from",
               str(sd_layout_dir), "--autoencoder", str(own / "autoencoder"), "--steps", "1"])
     assert "train autoencoder --init-from" in capsys.readouterr().err
+
+
+def test_train_autoencoder_init_from_thermosynths_own_takes_the_loss_weights(paired_folder, tmp_path):
+    """The command line of the decoder fine-tuning that removed the shipped models' maze texture: its loss weights
+    reach the run's config, and the fine-tuned autoencoder keeps the encoder it started from."""
+    from safetensors.torch import load_file
+
+    main(["train", "autoencoder", "--data", str(paired_folder), "--out", str(tmp_path / "own"), "--steps", "1",
+          "--batch-size", "2"])
+    source = tmp_path / "own" / "autoencoder"
+    main(["train", "autoencoder", "--data", str(paired_folder), "--out", str(tmp_path / "tuned"), "--init-from",
+          str(source), "--adversarial-weight", "0.05", "--ssim-weight", "0.2", "--steps", "1", "--batch-size", "2"])
+    config = json.loads((tmp_path / "tuned" / "config.json").read_text())
+    assert (config["adversarial_weight"], config["ssim_weight"], config["init_from"]) == (0.05, 0.2, str(source))
+    before, after = (load_file(folder / "diffusion_pytorch_model.safetensors")
+                     for folder in (source, tmp_path / "tuned" / "autoencoder"))
+    assert all(torch.equal(after[k], v) for k, v in before.items() if k.startswith(("encoder.", "quant_conv.")))

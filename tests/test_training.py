@@ -149,6 +149,8 @@ def test_presets_validate():
         make_config("autoencoder", "tiny", output_dir="x", time_budget=0)
     with pytest.raises(ValueError, match="hot_weight and cold_weight must be >= 0"):
         make_config("t2ir", "tiny", output_dir="x", autoencoder="a", cold_weight=-0.5)
+    with pytest.raises(ValueError, match="adversarial_weight must be 0 or more"):
+        make_config("autoencoder", "tiny", output_dir="x", adversarial_weight=-0.1)
     # --max-side below the crop would upscale every crop (it had trained on 8-pixel images); where whole images are
     # fitted to a size it did nothing at all
     with pytest.raises(ValueError, match="max_side 64 is below the crop size 128"):
@@ -386,3 +388,83 @@ def test_compile_switch_compiles_the_unet_and_trains_the_same_weights(trained, t
     for key in eager:
         torch.testing.assert_close(ours[key], eager[key], rtol=0, atol=1e-6)
     assert (tmp_path / "v2t" / "samples" / "step-0000004.png").is_file()
+
+
+def test_adversarial_term_trains_each_network_on_its_own_loss_only():
+    """The autoencoder's PatchGAN term: the decoder's gradient is that of L1 + SSIM + KL + w * BCE(D(fake), 1), the
+    discriminator's that of (BCE(D(real), 1) + BCE(D(fake), 0)) / 2, each differentiated on its own."""
+    from thermosynth.models.configs import build_autoencoder
+    from thermosynth.training.adversarial import gan_loss
+    from thermosynth.training.autoencoder import AutoencoderWithDiscriminator, ssim
+    from thermosynth.training.autoencoder import compute_loss as autoencoder_loss
+
+    torch.manual_seed(0)
+    model = AutoencoderWithDiscriminator.around(build_autoencoder("tiny"))
+    images = torch.rand(2, 3, 32, 32) * 2 - 1
+
+    def gradients(loss):
+        model.zero_grad()
+        loss.backward()
+        return {n: torch.zeros_like(p) if p.grad is None else p.grad.clone() for n, p in model.named_parameters()}
+
+    combined = gradients(autoencoder_loss(model.vae, images, torch.Generator().manual_seed(1), 0.5, 1e-6,
+                                          model.discriminator, 0.1)[0])
+    posterior = model.vae.encode(images).latent_dist
+    fake = model.vae.decode(posterior.sample(torch.Generator().manual_seed(1))).sample
+    d = model.discriminator
+    from_d = gradients(0.5 * (gan_loss(d(images), True) + gan_loss(d(fake.detach()), False)))
+    posterior = model.vae.encode(images).latent_dist
+    fake = model.vae.decode(posterior.sample(torch.Generator().manual_seed(1))).sample
+    from_vae = gradients((fake - images).abs().mean() + 0.5 * (1 - ssim(fake, images))
+                         + 1e-6 * posterior.kl().mean() + 0.1 * gan_loss(d(fake), True))
+    for name, grad in combined.items():
+        expected = from_d[name] if name.startswith("discriminator.") else from_vae[name]
+        torch.testing.assert_close(grad, expected, atol=1e-6, rtol=1e-4, msg=name)
+    assert all(from_d[n].abs().sum() > 0 for n in from_d if n.startswith("discriminator."))
+    assert from_vae["vae.decoder.conv_out.weight"].abs().sum() > 0
+
+
+def test_decoder_fine_tuning_keeps_the_latents_a_v2t_model_was_trained_on(trained, tmp_path):
+    """`train autoencoder --init-from <thermosynth autoencoder> --adversarial-weight W`: the decoder and a PatchGAN
+    train (and resume exactly), the encoder, quant_conv, latent scaling and thermal normalisation stay, so the V2T
+    model trained on the first autoencoder reads the same latents and decodes them with the new decoder."""
+    source = trained["autoencoder"]
+    full, resumed = _interrupted_then_resumed(tmp_path, lambda out: make_config(
+        "autoencoder", "tiny", output_dir=str(out), data=trained["v2t_config"].data, init_from=str(source),
+        adversarial_weight=0.1, **FAST))
+    for name in full:
+        assert all(torch.equal(full[name][k], resumed[name][k]) for k in full[name]), name
+    assert {k.split(".")[0] + "." + k.split(".")[1] for k in full["ema.safetensors"]} == {
+        "vae.decoder", "vae.post_quant_conv", "discriminator.net"}
+
+    tuned_dir = tmp_path / "full" / "autoencoder"
+    original = load_file(source / "diffusion_pytorch_model.safetensors")
+    tuned = load_file(tuned_dir / "diffusion_pytorch_model.safetensors")
+    assert tuned.keys() == original.keys()  # the discriminator is not exported
+    assert all(torch.equal(tuned[k], v) for k, v in original.items() if k.startswith(("encoder.", "quant_conv.")))
+    assert any(not torch.equal(tuned[k], v) for k, v in original.items() if k.startswith("decoder."))
+    for name in ("config.json", "thermosynth.json"):
+        before, after = (json.loads((folder / name).read_text()) for folder in (source, tuned_dir))
+        key = "scaling_factor" if name == "config.json" else "thermal_normalization"
+        assert after[key] == before[key], name
+    assert json.loads((tuned_dir / "thermosynth.json").read_text())["decoder_fine_tuned_from"] == str(source)
+
+    from diffusers import AutoencoderKL
+
+    pipeline = VisibleToThermalPipeline.from_pretrained(trained["pipeline"])
+    swapped = VisibleToThermalPipeline.from_pretrained(trained["pipeline"],
+                                                       vae=AutoencoderKL.from_pretrained(tuned_dir))
+    image = torch.rand(1, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(swapped.codec.encode(image), pipeline.codec.encode(image), rtol=0, atol=0)
+    made = [p(np.zeros((32, 32, 3), np.uint8), num_inference_steps=2, output_type="pt",
+              generator=torch.Generator().manual_seed(0)).images for p in (pipeline, swapped)]
+    assert made[0].shape == made[1].shape and not torch.equal(made[0], made[1])
+
+
+def test_decoder_fine_tuning_refuses_a_folder_that_is_no_autoencoder(trained, tmp_path):
+    (tmp_path / "nothing").mkdir()
+    config = make_config("autoencoder", "tiny", output_dir=str(tmp_path / "run"), data=trained["v2t_config"].data,
+                         init_from=str(tmp_path / "nothing"), **FAST)
+    with pytest.raises(ValueError, match="neither an autoencoder exported by thermosynth"):
+        train(config)

@@ -135,7 +135,8 @@ def _training_config(task: str, args: argparse.Namespace):
                       thermal_range=getattr(args, "thermal_range", None))
     extra = {}
     if task == "autoencoder":
-        extra["init_from"] = args.init_from
+        extra.update(init_from=args.init_from, adversarial_weight=args.adversarial_weight,
+                     ssim_weight=args.ssim_weight)
     if task in ("v2t", "t2ir"):
         extra.update(autoencoder=str(Path(args.autoencoder)) if args.autoencoder else None, init_from=args.init_from,
                      lora_rank=args.lora_rank, gradient_checkpointing=args.gradient_checkpointing or None,
@@ -360,8 +361,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training_arguments(autoencoder)
     _add_max_side_argument(autoencoder)
     autoencoder.add_argument("--init-from", metavar="MODEL",
-                             help="fine-tune the decoder of this Stable Diffusion's VAE (folder or hub id) on thermal "
-                             "crops instead of training a new autoencoder; its encoder and latents stay as they are")
+                             help="fine-tune the decoder of this autoencoder (one thermosynth exported, such as "
+                             "src/thermosynth/pretrained/autoencoder, or a Stable Diffusion folder or hub id) on "
+                             "thermal crops instead of training a new one; its encoder and latents stay as they are, "
+                             "so UNets trained on them keep working")
+    autoencoder.add_argument("--adversarial-weight", type=float, metavar="W",
+                             help="weight of a PatchGAN term on the reconstructions, the discriminator trained "
+                             "alongside (default 0: none)")
+    autoencoder.add_argument("--ssim-weight", type=float, metavar="W",
+                             help="weight of the (1 - SSIM) term beside L1 (default 1.0)")
     _add_normalization_arguments(autoencoder)
     v2t = tasks.add_parser("v2t", help="the visible-to-thermal latent diffusion model")
     _add_training_arguments(v2t)

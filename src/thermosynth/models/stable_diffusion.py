@@ -81,9 +81,9 @@ def load_vae(model: str, fine_tuned: str | None = None) -> AutoencoderKL:
 ENCODER_PARTS = ("encoder.", "quant_conv.")  # what a decoder fine-tuning keeps frozen
 
 
-def trainable_decoder(model: str) -> AutoencoderKL:
-    """The pretrained VAE with its encoder frozen and its decoder (post_quant_conv, decoder) trainable."""
-    vae = load_vae(model)
+def trainable_decoder(vae: AutoencoderKL) -> AutoencoderKL:
+    """`vae` with its encoder (and quant_conv) frozen and its decoder (post_quant_conv, decoder) trainable."""
+    vae.requires_grad_(False)
     vae.decoder.requires_grad_(True)
     if vae.post_quant_conv is not None:
         vae.post_quant_conv.requires_grad_(True)

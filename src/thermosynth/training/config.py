@@ -115,10 +115,13 @@ class TrainConfig:
 class AutoencoderTrainConfig(TrainConfig):
     task = "autoencoder"
     thermal_fraction: float = 0.75  # share of thermal crops in a batch; the rest are visible
-    ssim_weight: float = 1.0  # loss = L1 + ssim_weight * (1 - SSIM) + kl_weight * KL
+    ssim_weight: float = 1.0  # loss = L1 + ssim_weight * (1 - SSIM) + kl_weight * KL + adversarial_weight * GAN
     kl_weight: float = 1e-6
-    # Instead of a new autoencoder: a Stable Diffusion folder or hub id whose VAE decoder is fine-tuned on thermal
-    # crops only (thermosynth decodes only thermal latents), its encoder and latent scaling kept as they are.
+    # A PatchGAN trained beside the autoencoder judges its reconstructions (0: none, the loss above alone).
+    adversarial_weight: float = 0.0
+    # Instead of a new autoencoder: one exported by thermosynth, or a Stable Diffusion folder or hub id, whose decoder
+    # is fine-tuned on thermal crops only (thermosynth decodes only thermal latents), its encoder and latent scaling
+    # kept as they are, so UNets trained on its latents keep working with the new decoder.
     init_from: str | None = None
 
     def __post_init__(self):
@@ -129,6 +132,10 @@ class AutoencoderTrainConfig(TrainConfig):
             self.thermal_fraction = 1.0
         if not 0.0 < self.thermal_fraction <= 1.0:
             raise ValueError(f"thermal_fraction must be in (0, 1], got {self.thermal_fraction}")
+        for name in ("ssim_weight", "kl_weight", "adversarial_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)}: a negative weight rewards "
+                                 "the error it weighs")
 
 
 def check_init_from(config) -> None:

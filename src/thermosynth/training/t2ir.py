@@ -48,7 +48,7 @@ from thermosynth.models.text_encoders import (
 )
 from thermosynth.pipelines.text_to_thermal import TextToThermalPipeline
 from thermosynth.render import image_grid, tensor_to_rgb
-from thermosynth.training.autoencoder import init_from_autoencoder, load_normalization
+from thermosynth.training.autoencoder import init_from_autoencoder, load_autoencoder
 from thermosynth.training.config import T2IRTrainConfig
 from thermosynth.training.diffusion import noise_schedule, predicted_x0, prediction_target
 from thermosynth.training.loop import TrainingTask, train_with
@@ -215,8 +215,7 @@ def build_task(config: T2IRTrainConfig) -> TrainingTask:
                     "its own" if own_text_encoder else config.text_encoder,
                     "" if own_text_encoder else f" with a new {hidden_size(text_encoder)}-d text projection")
     else:
-        normalization = load_normalization(Path(config.autoencoder))
-        vae = AutoencoderKL.from_pretrained(Path(config.autoencoder)).eval().requires_grad_(False)
+        vae, normalization = load_autoencoder(config.autoencoder)
         tokenizer, text_encoder = load_text_encoder(config.text_encoder, config.long_clip)
         scheduler = noise_schedule(config.num_train_timesteps, config.prediction_type)
         torch.manual_seed(config.seed)

@@ -29,7 +29,7 @@ from thermosynth.models.stable_diffusion import (
     v2t_prediction,
 )
 from thermosynth.pipelines.visible_to_thermal import VisibleToThermalPipeline
-from thermosynth.training.autoencoder import init_from_autoencoder, load_normalization
+from thermosynth.training.autoencoder import init_from_autoencoder, load_autoencoder
 from thermosynth.training.config import V2TTrainConfig
 from thermosynth.training.diffusion import noise_schedule, prediction_target
 from thermosynth.training.loop import TrainingTask, train_with
@@ -116,9 +116,7 @@ def build_task(config: V2TTrainConfig) -> TrainingTask:
         logger.info("v2t from %s: its VAE frozen, its UNet widened to %d input channels (%s)", config.init_from,
                     unet.config.in_channels, config.prediction_type)
     else:
-        autoencoder_dir = Path(config.autoencoder)
-        normalization = load_normalization(autoencoder_dir)
-        vae = AutoencoderKL.from_pretrained(autoencoder_dir).eval().requires_grad_(False)
+        vae, normalization = load_autoencoder(config.autoencoder)
         torch.manual_seed(config.seed)
         unet, prompt = build_v2t_unet(config.architecture, vae.config.latent_channels), None
         scheduler = noise_schedule(config.num_train_timesteps, config.prediction_type)
