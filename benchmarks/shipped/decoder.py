@@ -51,12 +51,11 @@ def train_decoder(shipped: Path, minutes: float) -> Path:
 def round_trip(vae, thermal: torch.Tensor) -> torch.Tensor:
     """(1, 1, H, W) in [-1, 1] through the autoencoder (posterior mode), padded to its multiple and cropped back."""
     from thermosynth.models.latent_codec import LatentCodec
+    from thermosynth.pipelines.common import pad_to_multiple
 
     codec = LatentCodec(vae)
     height, width = thermal.shape[-2:]
-    pad = (0, -width % codec.downsampling, 0, -height % codec.downsampling)
-    padded = torch.nn.functional.pad(thermal, pad, mode="reflect")
-    return codec.decode_thermal(codec.encode(padded))[..., :height, :width]
+    return codec.decode_thermal(codec.encode(pad_to_multiple(thermal, codec.downsampling)))[..., :height, :width]
 
 
 def score(road: Path, run: Path) -> dict:
@@ -72,7 +71,7 @@ def score(road: Path, run: Path) -> dict:
     normalization = load_normalization(SHIPPED_AUTOENCODER)
     decoders = {"shipped": SHIPPED_AUTOENCODER, "fine-tuned": run / "autoencoder"}
     pairs = load_paired_arrays([str(road)], "val", False, None)
-    real = [torch.from_numpy(normalization.normalize(t, normalization.range_of(t)))[None, None] for _, t in pairs]
+    real = [torch.from_numpy(normalization.normalize(t))[None, None] for _, t in pairs]
     results, rows = {}, [[tensor_to_rgb(t[0]) for t in real[:4]]]
     for name, folder in decoders.items():
         vae = AutoencoderKL.from_pretrained(folder, torch_dtype=torch.float32).eval()

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from decoder import round_trip  # this folder's script (on sys.path when run as a script)
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from thermosynth.data.augment import CropSpec
@@ -41,9 +42,7 @@ def validate(vae, val: list[torch.Tensor], out: Path, tag: str) -> dict:
     vae.eval()
     ssims, psnrs, made = [], [], []
     for x in val:
-        h, w = x.shape[-2:]
-        padded = torch.nn.functional.pad(x, (0, -w % 8, 0, -h % 8), mode="reflect").expand(-1, 3, -1, -1)
-        y = vae.decode(vae.encode(padded).latent_dist.mode()).sample.mean(1, keepdim=True)[..., :h, :w].clamp(-1, 1)
+        y = round_trip(vae, x)
         a, b = (x[0, 0].numpy() + 1) * 127.5, (y[0, 0].numpy() + 1) * 127.5
         ssims.append(structural_similarity(a, b, data_range=255, gaussian_weights=True, sigma=1.5,
                                            use_sample_covariance=False))
@@ -76,7 +75,7 @@ def main() -> None:
     thermal, _ = load_autoencoder_arrays([str(data / "roadscene"), str(data / "hit-uav")], "train", False, None)
     images = AutoencoderImages(thermal, [], normalization, 1.0)
     val_raw, _ = load_autoencoder_arrays([str(data / "roadscene")], "val", False, None)
-    val = [torch.from_numpy(normalization.normalize(r, normalization.range_of(r)))[None, None] for r in val_raw]
+    val = [torch.from_numpy(normalization.normalize(r))[None, None] for r in val_raw]
 
     vae = load_pipeline("v2t-roadscene").vae.float()
     log = [validate(vae, val, args.out, "step0")]
