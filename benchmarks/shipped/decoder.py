@@ -10,7 +10,7 @@ those `v2t-roadscene` and `t2ir-hituav` were trained on, so both models keep wor
     python benchmarks/shipped/decoder.py score .shipped/data/roadscene .shipped/decoder   # round trip + V2T on val
     python benchmarks/shipped/decoder.py install .shipped/decoder     # into the package, fp16, shards of 15 MB
     python benchmarks/shipped/decoder.py t2ir ../shared/data/hit-uav .shipped/data/t2ir-test-captions.jsonl \
-        .shipped/decoder-t2ir/t2ir-test --every 4 --first-decoder /tmp/first-decoder   # t2ir-hituav on HIT-UAV test
+        .shipped/decoder-t2ir/t2ir-test --first-decoder /tmp/first-decoder   # t2ir-hituav, HIT-UAV test, 2 decoders
 
 `.shipped/data` is `recipe.py prepare`'s copy (RoadScene train without its 16 validation pairs, HIT-UAV train).
 Choices are made on the validation pairs; `score` writes `scores.json` and a grid beside the run. `train` starts from,
@@ -134,20 +134,18 @@ def t2ir_test(hit_uav: Path, captions_file: Path, out: Path, every: int = 1,
     the decoders compared on identical latents."""
     from evaluate_t2ir import as_model_range  # this folder's scripts (on sys.path when run as a script)
     from PIL import Image
-    from recipe import T2IR_GUIDANCE, T2IR_STEPS
 
     from thermosynth.data.augment import fit_to_size
     from thermosynth.data.images import read_thermal
     from thermosynth.evaluation.unpaired import compare_sets
     from thermosynth.models.latent_codec import LatentCodec
     from thermosynth.pipelines import load_text_pipeline
-    from thermosynth.pipelines.common import postprocess
 
     captions = [(index, json.loads(line)) for index, line in enumerate(captions_file.read_text().splitlines())]
     captions = captions[::every]
     pipeline = load_text_pipeline("t2ir-hituav")
     pipeline.set_progress_bar_config(disable=True)
-    outs = {"installed": out}
+    outs, decoded_first = {"installed": out}, None
     if first_decoder is not None:
         from diffusers import AutoencoderKL
 
@@ -155,13 +153,37 @@ def t2ir_test(hit_uav: Path, captions_file: Path, out: Path, every: int = 1,
         outs["first-decoder"] = out.with_name(out.name + "-first-decoder")
         decode_installed, decoded_first = LatentCodec.decode_thermal, []
 
-        def decode_both(codec, latents, clamp=True):  # the pipeline's one decode call, made twice
+        def decode_both(codec, latents, clamp=True):  # the pipeline's one decode call, made twice (undone below)
             decoded_first.append(decode_installed(first, latents, clamp).cpu())
             return decode_installed(codec, latents, clamp)
 
         LatentCodec.decode_thermal = decode_both
     for folder in outs.values():
         folder.mkdir(parents=True, exist_ok=True)
+    try:
+        generate_t2ir_test(pipeline, captions, outs, decoded_first)
+    finally:
+        if first_decoder is not None:
+            LatentCodec.decode_thermal = decode_installed
+    real = torch.stack([as_model_range(fit_to_size(read_thermal(hit_uav / "JPEGImages" / f"{c['stem']}.jpg"),
+                                                   (256, 320))[0]) for _, c in captions])
+    metrics = {}
+    for name, folder in outs.items():
+        made = torch.stack([as_model_range(np.asarray(Image.open(folder / f"{c['stem']}.png"))) for _, c in captions])
+        metrics[name] = {"images": len(captions), **compare_sets(real, made)}
+    (out.parent / "t2ir-metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    if first_decoder is not None:
+        decoders_grid(hit_uav, [c for index, c in captions if index % 72 == 0], outs, out.parent / "t2ir-grid.jpg")
+    return metrics
+
+
+def generate_t2ir_test(pipeline, captions: list, outs: dict, decoded_first: list | None) -> None:
+    """Batches of 8 captions into each of `outs`' folders; a batch whose images all exist is skipped (resume).
+    `decoded_first` collects the first decoder's images of each batch where that decoder is patched in."""
+    from recipe import T2IR_GUIDANCE, T2IR_STEPS
+
+    from thermosynth.pipelines.common import postprocess
+
     batch = 8
     for start in range(0, len(captions), batch):
         chunk = captions[start : start + batch]
@@ -170,20 +192,25 @@ def t2ir_test(hit_uav: Path, captions_file: Path, out: Path, every: int = 1,
         generators = [torch.Generator().manual_seed(index) for index, _ in chunk]
         images = {"installed": pipeline([c["text"] for _, c in chunk], num_inference_steps=T2IR_STEPS,
                                         guidance_scale=T2IR_GUIDANCE, generator=generators).images}
-        if first_decoder is not None:
+        if decoded_first is not None:
             images["first-decoder"] = postprocess(decoded_first.pop(), "pil", pipeline.normalization)
         for name, made in images.items():
             for (_, caption), image in zip(chunk, made, strict=True):
                 image.save(outs[name] / f"{caption['stem']}.png")
         logging.info("t2ir: %d of %d", start + len(chunk), len(captions))
-    real = torch.stack([as_model_range(fit_to_size(read_thermal(hit_uav / "JPEGImages" / f"{c['stem']}.jpg"),
-                                                   (256, 320))[0]) for _, c in captions])
-    metrics = {}
-    for name, folder in outs.items():
-        made = torch.stack([as_model_range(np.asarray(Image.open(folder / f"{c['stem']}.png"))) for _, c in captions])
-        metrics[name] = {"images": len(captions), **compare_sets(real, made)}
-    (out.parent / "t2ir-metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    return metrics
+
+
+def decoders_grid(hit_uav: Path, captions: list, outs: dict, path: Path) -> None:
+    """Rows of: the real frame a caption was written for | first decoder | installed decoder (grids.py's every 72nd
+    test caption, so its t2ir-grid.jpg rows line up with these)."""
+    from grids import tile
+    from PIL import Image
+
+    rows = [np.concatenate([tile(p, (240, 192)) for p in (
+        hit_uav / "JPEGImages" / f"{c['stem']}.jpg", outs["first-decoder"] / f"{c['stem']}.png",
+        outs["installed"] / f"{c['stem']}.png")], axis=1) for c in captions]
+    Image.fromarray(np.concatenate(rows)).save(path, quality=85)
+    logging.info("wrote %s", path)
 
 
 def main() -> None:
@@ -202,7 +229,7 @@ def main() -> None:
     g.add_argument("hit_uav", type=Path)
     g.add_argument("captions", type=Path)
     g.add_argument("out", type=Path)
-    g.add_argument("--every", type=int, default=1, help="every k-th caption only (all 579 take ~85 min on 2 cores)")
+    g.add_argument("--every", type=int, default=1, help="every k-th caption only (all 579 took 69 min on 2 cores)")
     g.add_argument("--first-decoder", type=Path, help="also decode each sample with this autoencoder (the one before "
                    "the fine-tune: git history) and score both")
     args = parser.parse_args()
