@@ -173,7 +173,7 @@ def t2ir_test(hit_uav: Path, captions_file: Path, out: Path, every: int = 1,
         metrics[name] = {"images": len(captions), **compare_sets(real, made)}
     (out.parent / "t2ir-metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     if first_decoder is not None:
-        decoders_grid(hit_uav, [c for index, c in captions if index % 72 == 0], outs, out.parent / "t2ir-grid.jpg")
+        decoders_grid(hit_uav, captions, outs, out.parent / "t2ir-grid-decoders.jpg")
     return metrics
 
 
@@ -201,16 +201,13 @@ def generate_t2ir_test(pipeline, captions: list, outs: dict, decoded_first: list
 
 
 def decoders_grid(hit_uav: Path, captions: list, outs: dict, path: Path) -> None:
-    """Rows of: the real frame a caption was written for | first decoder | installed decoder (grids.py's every 72nd
-    test caption, so its t2ir-grid.jpg rows line up with these)."""
-    from grids import tile
-    from PIL import Image
+    """Rows of: the real frame a caption was written for | first decoder | installed decoder, for grids.py's T2IR
+    captions (every T2IR_GRID_EVERY-th), so that its t2ir-grid.jpg rows line up with these."""
+    from grids import T2IR_GRID_EVERY, save_grid
 
-    rows = [np.concatenate([tile(p, (240, 192)) for p in (
-        hit_uav / "JPEGImages" / f"{c['stem']}.jpg", outs["first-decoder"] / f"{c['stem']}.png",
-        outs["installed"] / f"{c['stem']}.png")], axis=1) for c in captions]
-    Image.fromarray(np.concatenate(rows)).save(path, quality=85)
-    logging.info("wrote %s", path)
+    save_grid([[hit_uav / "JPEGImages" / f"{c['stem']}.jpg", outs["first-decoder"] / f"{c['stem']}.png",
+                outs["installed"] / f"{c['stem']}.png"] for index, c in captions if index % T2IR_GRID_EVERY == 0],
+              (240, 192), path)
 
 
 def main() -> None:

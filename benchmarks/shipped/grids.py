@@ -18,9 +18,19 @@ from PIL import Image
 
 from thermosynth.data.sources import load_pairs
 
+# T2IR grids show every 72nd HIT-UAV test caption (8 rows of the 579); decoder.py's two-decoder grid shows the same
+T2IR_GRID_EVERY = 72
+
 
 def tile(path: Path, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB").resize(size, Image.BILINEAR))
+
+
+def save_grid(rows: list[list[Path]], size: tuple[int, int], path: Path) -> None:
+    """One row of tiles (each resized to `size`) per list of image paths, saved as a JPEG."""
+    tiles = [np.concatenate([tile(p, size) for p in row], axis=1) for row in rows]
+    Image.fromarray(np.concatenate(tiles)).save(path, quality=85)
+    print(f"wrote {path}")
 
 
 def main(shared: Path, results: Path, out: Path) -> None:
@@ -31,28 +41,22 @@ def main(shared: Path, results: Path, out: Path) -> None:
 
 
 def v2t_grid(shared: Path, results: Path, out: Path) -> None:
-    rows = []
-    for pair in load_pairs(shared / "roadscene", "test")[::5]:
-        stem = pair.visible.stem
-        paths = [pair.visible, pair.thermal, results / "test-v2t" / f"{stem}.png",
-                 results / "test-pix2pix" / f"{stem}.png"]
-        rows.append(np.concatenate([tile(p, (256, 176)) for p in paths], axis=1))
-    Image.fromarray(np.concatenate(rows)).save(out / "v2t-grid.jpg", quality=85)
-    print(f"wrote {out / 'v2t-grid.jpg'}")
+    rows = [[pair.visible, pair.thermal, results / "test-v2t" / f"{pair.visible.stem}.png",
+             results / "test-pix2pix" / f"{pair.visible.stem}.png"]
+            for pair in load_pairs(shared / "roadscene", "test")[::5]]
+    save_grid(rows, (256, 176), out / "v2t-grid.jpg")
 
 
 def t2ir_grid(shared: Path, results: Path, out: Path) -> None:
     rows, captions = [], []
     records = [json.loads(line) for line in (results / "t2ir-test-captions.jsonl").read_text().splitlines()]
-    for record in records[::72]:
+    for record in records[::T2IR_GRID_EVERY]:
         stem = record["stem"]
-        paths = [shared / "hit-uav" / "JPEGImages" / f"{stem}.jpg", results / "test-t2ir-mask-off" / f"{stem}.png",
-                 results / "test-t2ir-mask-on" / f"{stem}.png"]
-        rows.append(np.concatenate([tile(p, (240, 192)) for p in paths], axis=1))
+        rows.append([shared / "hit-uav" / "JPEGImages" / f"{stem}.jpg", results / "test-t2ir-mask-off" / f"{stem}.png",
+                     results / "test-t2ir-mask-on" / f"{stem}.png"])
         captions.append(f"{stem}: {record['text']}")
-    Image.fromarray(np.concatenate(rows)).save(out / "t2ir-grid.jpg", quality=85)
+    save_grid(rows, (240, 192), out / "t2ir-grid.jpg")
     (out / "t2ir-grid-captions.txt").write_text("\n".join(captions) + "\n")
-    print(f"wrote {out / 't2ir-grid.jpg'}")
 
 
 if __name__ == "__main__":
