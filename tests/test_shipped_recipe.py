@@ -81,3 +81,11 @@ def test_sampling_choice_ranks_every_model_and_setting_together_and_is_recorded(
     assert sampling_settings(load_pipeline(str(model)), None, None) == (choice["num_inference_steps"],
                                                                         choice["guidance_scale"])
     assert sorted(p.name for p in model.iterdir()) == sorted(p.name for p in tiny_pipeline_dir.iterdir())  # no tmp
+
+
+def test_finish_and_sampling_stop_when_thermosynth_is_imported_from_another_checkout(recipe, tmp_path):
+    from thermosynth.pretrained import ROOT
+
+    recipe._refuse_another_checkout(ROOT)  # this checkout's own package: allowed
+    with pytest.raises(SystemExit, match="not from this checkout"):
+        recipe._refuse_another_checkout(tmp_path / "other-clone" / "src" / "thermosynth" / "pretrained")

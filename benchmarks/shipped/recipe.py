@@ -425,6 +425,15 @@ def finish(parts: Path, out: Path, package: Path) -> None:
         print(f"installed {installed}" + (" (its old model card kept: rewrite it)" if kept is not None else ""))
 
 
+def _refuse_another_checkout(package: Path) -> None:
+    """finish and sampling write into the shipped models' folder of the thermosynth Python imports; an editable
+    install of another clone would take the weights meant for this one, so they stop before writing anything."""
+    own = Path(__file__).resolve().parents[2] / "src" / "thermosynth" / "pretrained"
+    if package.resolve() != own:
+        raise SystemExit(f"thermosynth is imported from {package}, not from this checkout ({own}): run this "
+                         f"script with this checkout's environment (pip install -e . here) so that it writes here")
+
+
 # ---------------------------------------------------------------------------------------------------- sampling
 def score_on_validation(road: Path, pipeline, out: Path, generation: dict | None = None) -> dict[str, float]:
     """The validation pairs translated by `pipeline` (seed 0) and scored as `thermosynth evaluate` scores them."""
@@ -514,6 +523,9 @@ def main() -> None:
     args = parser.parse_args()
     from thermosynth.pretrained import ROOT as PACKAGE
     from thermosynth.pretrained import is_shipped
+
+    if args.step in ("finish", "sampling"):
+        _refuse_another_checkout(PACKAGE)
 
     if args.step == "prepare":
         prepare(args.shared, args.out, args.limit)
