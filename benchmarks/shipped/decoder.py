@@ -7,7 +7,8 @@ under L1 alone). A discriminator judging the reconstructions removes it. With th
 those `v2t-roadscene` and `t2ir-hituav` were trained on, so both models keep working and decode with the new decoder.
 
     python benchmarks/shipped/decoder.py train .shipped --minutes 75          # 2 CPU cores: 128 px crops, batch 8
-    python benchmarks/shipped/decoder.py score .shipped/data/roadscene .shipped/decoder   # round trip + V2T on val
+    python benchmarks/shipped/decoder.py score .shipped/data/roadscene ../shared/data/hit-uav .shipped/decoder
+                                                    # round trips (RoadScene, HIT-UAV val) + V2T on val
     python benchmarks/shipped/decoder.py install .shipped/decoder     # into the package, fp16, shards of 15 MB
     python benchmarks/shipped/decoder.py t2ir ../shared/data/hit-uav .shipped/data/t2ir-test-captions.jsonl \
         .shipped/decoder-t2ir/t2ir-test --first-decoder /tmp/first-decoder   # t2ir-hituav, HIT-UAV test, 2 decoders
@@ -38,12 +39,12 @@ SETTINGS = dict(adversarial_weight=0.05, ssim_weight=0.2, crop_size=128, batch_s
                 steps=100_000, mixed_precision="bf16")
 
 
-def train_decoder(shipped: Path, minutes: float) -> Path:
+def train_decoder(shipped: Path, minutes: float, **overrides) -> Path:
     from thermosynth.training import DataConfig, make_config, train
 
     data = DataConfig(paths=[str(shipped / "data" / "roadscene"), str(shipped / "data" / "hit-uav")], split="train")
     config = make_config("autoencoder", "base", output_dir=str(shipped / "decoder"), data=data,
-                         init_from=str(SHIPPED_AUTOENCODER), time_budget=minutes, **SETTINGS)
+                         init_from=str(SHIPPED_AUTOENCODER), time_budget=minutes, **{**SETTINGS, **overrides})
     return train(config)
 
 
@@ -58,7 +59,20 @@ def round_trip(vae, thermal: torch.Tensor) -> torch.Tensor:
     return codec.decode_thermal(codec.encode(pad_to_multiple(thermal, codec.downsampling)))[..., :height, :width]
 
 
-def score(road: Path, run: Path) -> dict:
+def hituav_val_frames(hit_uav: Path, normalization, count: int = 16) -> list[torch.Tensor]:
+    """Every 18th HIT-UAV val frame, fitted to T2IR's size as `recipe.py prepare` fits the train frames: where the
+    aerial images' flat ground shows what the decoder adds (the RoadScene pairs have little flat ground)."""
+    from recipe import T2IR_SIZE  # this folder's script: the size the T2IR frames are trained at
+
+    from thermosynth.data.augment import fit_to_size
+    from thermosynth.data.images import read_thermal
+
+    stems = (hit_uav / "ImageSets" / "Main" / "val.txt").read_text().split()[::18][:count]
+    fitted = [fit_to_size(read_thermal(hit_uav / "JPEGImages" / f"{s}.jpg"), T2IR_SIZE)[0] for s in stems]
+    return [torch.from_numpy(normalization.normalize(f))[None, None] for f in fitted]
+
+
+def score(road: Path, hit_uav: Path, run: Path) -> dict:
     from diffusers import AutoencoderKL
 
     from thermosynth.data.loading import load_paired_arrays
@@ -72,27 +86,35 @@ def score(road: Path, run: Path) -> dict:
     decoders = {"shipped": SHIPPED_AUTOENCODER, "fine-tuned": run / "autoencoder"}
     pairs = load_paired_arrays([str(road)], "val", False, None)
     real = [torch.from_numpy(normalization.normalize(t))[None, None] for _, t in pairs]
+    aerial = hituav_val_frames(hit_uav, normalization)
     results, rows = {}, [[tensor_to_rgb(t[0]) for t in real[:4]]]
+    aerial_rows = [[tensor_to_rgb(t[0]) for t in aerial[i : i + 4]] for i in (0, 4)]
     for name, folder in decoders.items():
         vae = AutoencoderKL.from_pretrained(folder, torch_dtype=torch.float32).eval()
         made, trip = [round_trip(vae, t) for t in real], PairedThermalMetrics()
         for m, t in zip(made, real, strict=True):
             trip.update(m, t)
+        made_aerial, aerial_trip = [round_trip(vae, t) for t in aerial], PairedThermalMetrics()
+        for m, t in zip(made_aerial, aerial, strict=True):
+            aerial_trip.update(m, t)
+        aerial_rows += [[tensor_to_rgb(m[0]) for m in made_aerial[i : i + 4]] for i in (0, 4)]
         pipeline = load_pipeline("v2t-roadscene")
         pipeline.vae = vae  # the same UNet, reading the same latents (the encoder is unchanged)
         report = evaluate_pairs(road, "val", run / "v2t-val" / name, pipeline=pipeline, generation={"seed": 0})
-        results[name] = {"round_trip": trip.compute(), "v2t": report["metrics"]}
+        results[name] = {"round_trip": trip.compute(), "round_trip_hituav": aerial_trip.compute(),
+                         "v2t": report["metrics"]}
         rows.append([tensor_to_rgb(m[0]) for m in made[:4]])
         logging.info("%s: %s", name, results[name])
     (run / "scores.json").write_text(json.dumps(results, indent=2) + "\n")
     image_grid(rows).save(run / "round-trip-val.png")
+    image_grid(aerial_rows).save(run / "round-trip-hituav-val.png")  # rows: real 2, then 2 per decoder
     return results
 
 
 def install(run: Path) -> None:
     """The fine-tuned autoencoder into the package in place of the shipped one: fp16 shards of at most 15 MB, its
-    thermosynth.json the shipped one's plus what the decoder was fine-tuned with. The encoder must be the shipped one
-    bit for bit (the UNets read its latents)."""
+    thermosynth.json the shipped one's plus what the decoder was fine-tuned with (after the earlier fine-tunes). The
+    encoder must be the shipped one bit for bit (the UNets read its latents)."""
     import shutil
 
     from diffusers import AutoencoderKL
@@ -106,12 +128,13 @@ def install(run: Path) -> None:
     config = json.loads((run / "config.json").read_text())
     last = [row for row in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "elapsed_s" in row][-1]
     record = json.loads((SHIPPED_AUTOENCODER / "thermosynth.json").read_text())
-    record["decoder_fine_tuned"] = {
+    earlier = record.get("decoder_fine_tuned", [])  # one entry per fine-tune, in order (the first was stored alone)
+    record["decoder_fine_tuned"] = [*([earlier] if isinstance(earlier, dict) else earlier), {
         "how": "decoder and post_quant_conv only (encoder frozen), L1 + ssim_weight * (1 - SSIM) + adversarial_weight "
                "* PatchGAN, on thermal crops of the same training images (benchmarks/shipped/decoder.py)",
         "steps": config["steps"], "minutes": config["time_budget"], "elapsed_s": round(last["elapsed_s"]),
         **{key: config[key] for key in ("ssim_weight", "adversarial_weight", "crop_size", "batch_size",
-                                        "learning_rate", "mixed_precision")}}
+                                        "learning_rate", "mixed_precision")}}]
     staged = SHIPPED_AUTOENCODER.parent / ".autoencoder.tmp"
     shutil.rmtree(staged, ignore_errors=True)
     vae.save_pretrained(staged, max_shard_size="15MB")
@@ -217,8 +240,12 @@ def main() -> None:
     t = steps.add_parser("train")
     t.add_argument("shipped", type=Path)
     t.add_argument("--minutes", type=float, required=True)
+    t.add_argument("--adversarial-weight", type=float, default=SETTINGS["adversarial_weight"])
+    t.add_argument("--learning-rate", type=float, default=SETTINGS["learning_rate"])
+    t.add_argument("--ssim-weight", type=float, default=SETTINGS["ssim_weight"])
     s = steps.add_parser("score")
     s.add_argument("road", type=Path)
+    s.add_argument("hit_uav", type=Path, help="HIT-UAV with its val split: ../shared/data/hit-uav")
     s.add_argument("run", type=Path)
     i = steps.add_parser("install")
     i.add_argument("run", type=Path)
@@ -231,9 +258,10 @@ def main() -> None:
                    "the fine-tune: git history) and score both")
     args = parser.parse_args()
     if args.step == "train":
-        train_decoder(args.shipped, args.minutes)
+        train_decoder(args.shipped, args.minutes, adversarial_weight=args.adversarial_weight,
+                      learning_rate=args.learning_rate, ssim_weight=args.ssim_weight)
     elif args.step == "score":
-        print(json.dumps(score(args.road, args.run), indent=2))
+        print(json.dumps(score(args.road, args.hit_uav, args.run), indent=2))
     elif args.step == "install":
         install(args.run)
     else:
