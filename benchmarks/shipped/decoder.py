@@ -150,13 +150,15 @@ def install(run: Path) -> None:
 
 def t2ir_test(hit_uav: Path, captions_file: Path, out: Path, every: int = 1,
               first_decoder: Path | None = None) -> dict:
-    """The installed `t2ir-hituav` on every `every`-th HIT-UAV test caption, seeded as the first lease's GPU run drew
-    them (seed = the caption's index; the same steps and guidance: recipe.generate_t2ir), scored as evaluate_t2ir.py
-    scores them; resumes. With `first_decoder` (an autoencoder folder: the one before the fine-tune) each sample's
-    latents are also decoded by it, into `out`-first-decoder, and both sets are scored against the same real frames:
-    the decoders compared on identical latents."""
+    """The installed `t2ir-hituav` on every `every`-th caption of `captions_file` (`recipe.py prepare`'s HIT-UAV test
+    or val captions), seeded as the first lease's GPU run drew them (seed = the caption's index; the same steps and
+    guidance: recipe.generate_t2ir), scored as evaluate_t2ir.py scores them; resumes. With `first_decoder` (an
+    autoencoder folder: the one before the fine-tune) each sample's latents are also decoded by it, into
+    `out`-first-decoder, and both sets are scored against the same real frames: the decoders compared on identical
+    latents."""
     from evaluate_t2ir import as_model_range  # this folder's scripts (on sys.path when run as a script)
     from PIL import Image
+    from recipe import T2IR_SIZE
 
     from thermosynth.data.augment import fit_to_size
     from thermosynth.data.images import read_thermal
@@ -189,7 +191,7 @@ def t2ir_test(hit_uav: Path, captions_file: Path, out: Path, every: int = 1,
         if first_decoder is not None:
             LatentCodec.decode_thermal = decode_installed
     real = torch.stack([as_model_range(fit_to_size(read_thermal(hit_uav / "JPEGImages" / f"{c['stem']}.jpg"),
-                                                   (256, 320))[0]) for _, c in captions])
+                                                   T2IR_SIZE)[0]) for _, c in captions])
     metrics = {}
     for name, folder in outs.items():
         made = torch.stack([as_model_range(np.asarray(Image.open(folder / f"{c['stem']}.png"))) for _, c in captions])

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from recipe import T2IR_SIZE  # this folder's script (on sys.path when run as a script)
 
 from thermosynth.data.augment import fit_to_size
 from thermosynth.data.images import read_thermal
@@ -30,7 +31,7 @@ def as_model_range(image: np.ndarray) -> torch.Tensor:
 def main(hit_uav: Path, results: Path, out: Path) -> None:
     records = [json.loads(line) for line in (results / "t2ir-test-captions.jsonl").read_text().splitlines()]
     real = torch.stack([as_model_range(fit_to_size(read_thermal(hit_uav / "JPEGImages" / f"{r['stem']}.jpg"),
-                                                   (256, 320))[0]) for r in records])
+                                                   T2IR_SIZE)[0]) for r in records])
     metrics = {}
     for name in ("t2ir-mask-off", "t2ir-mask-on"):
         generated = torch.stack([as_model_range(np.asarray(Image.open(results / f"test-{name}" / f"{r['stem']}.png")))

@@ -78,7 +78,7 @@ def _read_lines(path: Path) -> list[str]:
 
 def prepare(shared: Path, out: Path, limit: int | None) -> None:
     """Write the carried copy: data/roadscene (full size, with a val split), data/hit-uav (train frames fitted to
-    320x256, scaled boxes, captions), data/t2ir-test-captions.jsonl, minilm/ (fp16), whl/ (diffusers)."""
+    320x256, scaled boxes, captions), data/t2ir-{test,val}-captions.jsonl, minilm/ (fp16), whl/ (diffusers)."""
     from thermosynth.data.augment import fit_to_size
     from thermosynth.data.captions import caption_hituav
     from thermosynth.data.images import read_thermal
@@ -109,6 +109,7 @@ def prepare(shared: Path, out: Path, limit: int | None) -> None:
     entries = {Path(e["file_name"]).stem: e for e in caption_hituav(hit, target / "JPEGImages")}
     train_frames = _read_lines(hit / "ImageSets" / "Main" / "train.txt")[: limit and 4 * limit]
     test_frames = _read_lines(hit / "ImageSets" / "Main" / "test.txt")[: limit and 2 * limit]
+    val_frames = _read_lines(hit / "ImageSets" / "Main" / "val.txt")[: limit and 2 * limit]
     metadata = []
     for stem in train_frames:
         raw = read_thermal(hit / "JPEGImages" / f"{stem}.jpg")
@@ -119,15 +120,17 @@ def prepare(shared: Path, out: Path, limit: int | None) -> None:
         metadata.append({"file_name": f"{stem}.jpg", "text": entries[stem]["text"], "split": "train"})
     (target / "ImageSets" / "Main" / "train.txt").write_text("".join(s + "\n" for s in train_frames))
     (target / "JPEGImages" / "metadata.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metadata))
-    # The detailed caption (the first) of each test frame: what T2IR is asked to draw at evaluation.
-    (data / "t2ir-test-captions.jsonl").write_text(
-        "".join(json.dumps({"stem": s, "text": entries[s]["text"][0]}) + "\n" for s in test_frames))
+    # The detailed caption (the first) of each test frame: what T2IR is asked to draw at evaluation; the val frames'
+    # for choices (neither split is trained on).
+    for split, frames in (("test", test_frames), ("val", val_frames)):
+        (data / f"t2ir-{split}-captions.jsonl").write_text(
+            "".join(json.dumps({"stem": s, "text": entries[s]["text"][0]}) + "\n" for s in frames))
 
     encoder = out / "minilm"
     if not encoder.is_dir():
         _half_text_encoder(encoder)
     print(f"prepared {out}: roadscene {', '.join(f'{k} {len(v)}' for k, v in splits.items())}; "
-          f"hit-uav train {len(train_frames)}, test captions {len(test_frames)}")
+          f"hit-uav train {len(train_frames)}, test captions {len(test_frames)}, val captions {len(val_frames)}")
 
 
 def _scale_voc(source: Path, target: Path, sx: float, sy: float, ox: float, oy: float, shape) -> None:
