@@ -105,6 +105,10 @@ def server(tmp_path):
     log.close()
 
 
+# An upload is shown once the server has taken it; on 2 busy cores that passed playwright's default 30 s (2026-12-03)
+UPLOAD_SHOWN_S = 120
+
+
 @pytest.mark.skipif(_browser_missing() is not None, reason=str(_browser_missing()))
 def test_app_in_a_browser(server, tmp_path):
     from playwright.sync_api import sync_playwright
@@ -121,7 +125,7 @@ def test_app_in_a_browser(server, tmp_path):
 
         # visible to thermal: a bundled scene in, a thermal image of the same size out, with 8 and 16-bit PNGs
         page.locator("#v2t-upload input[type=file]").set_input_files(str(SAMPLE))
-        page.locator("#v2t-upload").get_by_text(SAMPLE.name).wait_for()
+        page.locator("#v2t-upload").get_by_text(SAMPLE.name).wait_for(timeout=UPLOAD_SHOWN_S * 1000)
         page.click("#v2t-run")
         shown = page.locator("#v2t-thermal img")
         shown.wait_for(timeout=180_000)
@@ -140,7 +144,7 @@ def test_app_in_a_browser(server, tmp_path):
         notes.write_text("not a picture")
         page.locator("#v2t-upload button[aria-label=Clear]").click()
         page.locator("#v2t-upload input[type=file]").set_input_files(str(notes))
-        page.locator("#v2t-upload").get_by_text(notes.name).wait_for()
+        page.locator("#v2t-upload").get_by_text(notes.name).wait_for(timeout=UPLOAD_SHOWN_S * 1000)
         page.click("#v2t-run")
         message = page.get_by_text("notes.txt is not an image thermosynth can read")
         message.wait_for(timeout=30_000)
