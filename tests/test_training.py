@@ -11,7 +11,7 @@ from thermosynth.pipelines import VisibleToThermalPipeline
 from thermosynth.training import DataConfig, make_config, train
 from thermosynth.training.checkpoint import checkpoint_dirs, checkpoint_state
 from thermosynth.training.diffusion import noise_schedule
-from thermosynth.training.loop import learning_rate_schedule, run_training
+from thermosynth.training.loop import TrainingProgress, learning_rate_schedule, run_training
 from thermosynth.training.v2t import build_task, compute_loss
 
 from conftest import scene, write_pairs
@@ -210,6 +210,21 @@ def test_learning_rate_without_a_budget_matches_the_cosine():
         expected = peak * (step + 1) / warm if step < warm else peak * (
             0.1 + 0.45 * (1 + math.cos(math.pi * (step - warm) / (steps - warm))))
         assert optimizer.param_groups[0]["lr"] == pytest.approx(expected)
+
+
+def test_budgeted_run_shows_the_budget_not_the_step_cap():
+    budgeted = TrainingProgress(make_config("v2t", "tiny", output_dir="x", autoencoder="a", time_budget=2,
+                                            steps=100_000), start=7, elapsed_s=30.4, disable=False)
+    assert (budgeted.bar.total, budgeted.bar.n) == (120, 30)  # seconds of the budget, a resumed run's clock counted
+    budgeted.advance(8, elapsed_s=45.6)
+    budgeted.show(loss="0.5")
+    assert budgeted.bar.n == 46 and budgeted.postfix == {"step": 8, "loss": "0.5"}
+    budgeted.advance(9, elapsed_s=500.0)  # past the budget (the last step ends after it): the bar stops full
+    assert budgeted.bar.n == 120 and budgeted.postfix["step"] == 9
+    stepped = TrainingProgress(make_config("v2t", "tiny", output_dir="x", autoencoder="a", steps=50), start=7,
+                               elapsed_s=30.4, disable=False)
+    stepped.advance(8, elapsed_s=45.6)
+    assert (stepped.bar.total, stepped.bar.n) == (50, 8)
 
 
 def test_v_prediction_loss_targets_the_velocity(tiny_pipeline):

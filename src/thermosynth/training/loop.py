@@ -113,6 +113,36 @@ def budget_spent(config: TrainConfig, elapsed_s: float) -> bool:
     return config.time_budget is not None and elapsed_s >= 60 * config.time_budget
 
 
+class TrainingProgress:
+    """The bar a training run shows: steps, or for a budgeted run the budget's seconds with the step beside them (its
+    length in steps is unknown, so a step bar would count towards the step cap and show an ETA of days)."""
+
+    def __init__(self, config: TrainConfig, start: int, elapsed_s: float, disable: bool):
+        self.budgeted = config.time_budget is not None
+        if self.budgeted:
+            total = round(60 * config.time_budget)
+            self.bar = tqdm(total=total, initial=min(round(elapsed_s), total), unit="s", disable=disable,
+                            desc=f"train {config.task} ({config.time_budget:g} min budget)")
+        else:
+            self.bar = tqdm(total=config.steps, initial=start, desc=f"train {config.task}", disable=disable)
+        self.postfix = {"step": start} if self.budgeted else {}
+
+    def advance(self, done: int, elapsed_s: float) -> None:
+        if self.budgeted:
+            self.postfix["step"] = done
+            self.bar.update(max(0, min(round(elapsed_s), self.bar.total) - self.bar.n))
+            self.bar.set_postfix(self.postfix)
+        else:
+            self.bar.update(1)
+
+    def show(self, **values) -> None:
+        self.postfix.update(values)
+        self.bar.set_postfix(self.postfix)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 def prepare_run_dir(config: TrainConfig) -> Path:
     """Create the run folder and write the resolved config, or check that it matches the run being resumed."""
     run_dir = Path(config.output_dir)
@@ -313,9 +343,7 @@ def run_training(task: TrainingTask) -> Path:
                     "es" if accelerator.num_processes > 1 else "", accelerator.distributed_type.value,
                     accelerator.device)
     accelerator.init_trackers("tensorboard", init_kwargs={"tensorboard": {"purge_step": start + 1}})
-    progress = tqdm(
-        total=config.steps, initial=start, desc=f"train {config.task}", disable=not accelerator.is_main_process
-    )
+    progress = TrainingProgress(config, start, elapsed, disable=not accelerator.is_main_process)
     images_per_step = config.batch_size * config.gradient_accumulation_steps * accelerator.num_processes
     window_start, window_loss, window_steps = time.perf_counter(), 0.0, 0
     clock_zero = time.perf_counter() - elapsed  # elapsed = now - clock_zero, continuing a resumed run's count
@@ -345,8 +373,8 @@ def run_training(task: TrainingTask) -> Path:
         ema.step(trained_parameters(model).values())
         window_loss += value
         window_steps += 1
-        progress.update(1)
         elapsed = _agreed_elapsed(accelerator, time.perf_counter() - clock_zero)
+        progress.advance(done, elapsed)
         last = done == config.steps or budget_spent(config, elapsed)
         if last and done < config.steps:  # the budget ended the run: record the steps it resolved to
             logger.info("time budget of %.1f min spent after %d steps", config.time_budget, done)
@@ -359,7 +387,7 @@ def run_training(task: TrainingTask) -> Path:
             values = {"loss": window_loss / window_steps, "lr": optimizer.param_groups[0]["lr"],
                       "images_per_s": images_per_step * window_steps / seconds, "elapsed_s": elapsed, **extras}
             accelerator.log(values, step=done)
-            progress.set_postfix(loss=f"{values['loss']:.4f}")
+            progress.show(loss=f"{values['loss']:.4f}")
             window_start, window_loss, window_steps = time.perf_counter(), 0.0, 0
         if done % config.validate_every == 0 or last:
             grid = run_dir / "samples" / f"step-{done:07d}.png"
