@@ -59,6 +59,16 @@ def round_trip(vae, thermal: torch.Tensor) -> torch.Tensor:
     return codec.decode_thermal(codec.encode(pad_to_multiple(thermal, codec.downsampling)))[..., :height, :width]
 
 
+def scored_round_trip(vae, images: list[torch.Tensor]) -> tuple[list[torch.Tensor], dict]:
+    """Each image's round trip and the paired metrics of all of them against the originals."""
+    from thermosynth.evaluation.paired import PairedThermalMetrics
+
+    made, metrics = [round_trip(vae, t) for t in images], PairedThermalMetrics()
+    for m, t in zip(made, images, strict=True):
+        metrics.update(m, t)
+    return made, metrics.compute()
+
+
 def hituav_val_frames(hit_uav: Path, normalization, count: int = 16) -> list[torch.Tensor]:
     """Every 18th HIT-UAV val frame, fitted to T2IR's size as `recipe.py prepare` fits the train frames: where the
     aerial images' flat ground shows what the decoder adds (the RoadScene pairs have little flat ground)."""
@@ -76,7 +86,6 @@ def score(road: Path, hit_uav: Path, run: Path) -> dict:
     from diffusers import AutoencoderKL
 
     from thermosynth.data.loading import load_paired_arrays
-    from thermosynth.evaluation.paired import PairedThermalMetrics
     from thermosynth.evaluation.report import evaluate_pairs
     from thermosynth.pipelines import load_pipeline
     from thermosynth.render import image_grid, tensor_to_rgb
@@ -91,17 +100,12 @@ def score(road: Path, hit_uav: Path, run: Path) -> dict:
     aerial_rows = [[tensor_to_rgb(t[0]) for t in aerial[i : i + 4]] for i in (0, 4)]
     for name, folder in decoders.items():
         vae = AutoencoderKL.from_pretrained(folder, torch_dtype=torch.float32).eval()
-        made, trip = [round_trip(vae, t) for t in real], PairedThermalMetrics()
-        for m, t in zip(made, real, strict=True):
-            trip.update(m, t)
-        made_aerial, aerial_trip = [round_trip(vae, t) for t in aerial], PairedThermalMetrics()
-        for m, t in zip(made_aerial, aerial, strict=True):
-            aerial_trip.update(m, t)
+        (made, trip), (made_aerial, aerial_trip) = scored_round_trip(vae, real), scored_round_trip(vae, aerial)
         aerial_rows += [[tensor_to_rgb(m[0]) for m in made_aerial[i : i + 4]] for i in (0, 4)]
         pipeline = load_pipeline("v2t-roadscene")
         pipeline.vae = vae  # the same UNet, reading the same latents (the encoder is unchanged)
         report = evaluate_pairs(road, "val", run / "v2t-val" / name, pipeline=pipeline, generation={"seed": 0})
-        results[name] = {"round_trip": trip.compute(), "round_trip_hituav": aerial_trip.compute(),
+        results[name] = {"round_trip": trip, "round_trip_hituav": aerial_trip,
                          "v2t": report["metrics"]}
         rows.append([tensor_to_rgb(m[0]) for m in made[:4]])
         logging.info("%s: %s", name, results[name])
