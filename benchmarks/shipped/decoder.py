@@ -15,9 +15,9 @@ those `v2t-roadscene` and `t2ir-hituav` were trained on, so both models keep wor
 
 `.shipped/data` is `recipe.py prepare`'s copy (RoadScene train without its 16 validation pairs, HIT-UAV train).
 Choices are made on the validation pairs; `score` writes `scores.json` and a grid beside the run. `train` starts from,
-and `score` compares against, the package's autoencoder: run both before `install`. Since the install (2026-12-01) the
-package holds the fine-tuned decoder; the one trained with L1 + SSIM alone is in git history (the parent of the last
-commit that `git log src/thermosynth/pretrained/autoencoder` lists).
+and `score` compares against, the package's autoencoder: run both before `install`. The package holds the decoder
+after two fine-tunes (2026-12-01: SSIM 0.2; 2026-12-03: SSIM 0.05, from the first); the earlier decoders are in git
+history (`git log src/thermosynth/pretrained/autoencoder` lists the commits that installed them).
 """
 
 from __future__ import annotations
