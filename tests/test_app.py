@@ -107,8 +107,8 @@ def server(tmp_path):
 
 def _upload(page, path) -> None:
     """Hand `path` to the V2T upload and wait until the page shows its name. Headless chromium sometimes drops the
-    file (seen 2026-12-03: the name never shown in 120 s, 2 of 4 CI runs), so the upload is tried again, as a user
-    would; three drops in a row fail the test."""
+    file (seen 2026-12-03: the name never shown in 120 s, 2 of 5 fresh-clone CI runs that day), so the upload is
+    tried again, as a user would; three drops in a row fail the test."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     for _ in range(3):
