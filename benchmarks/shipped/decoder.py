@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -43,8 +44,10 @@ def train_decoder(shipped: Path, minutes: float, **overrides) -> Path:
     from thermosynth.training import DataConfig, make_config, train
 
     data = DataConfig(paths=[str(shipped / "data" / "roadscene"), str(shipped / "data" / "hit-uav")], split="train")
+    # relative to the working folder, like the data and output paths, so the run's config.json names no machine
     config = make_config("autoencoder", "base", output_dir=str(shipped / "decoder"), data=data,
-                         init_from=str(SHIPPED_AUTOENCODER), time_budget=minutes, **{**SETTINGS, **overrides})
+                         init_from=os.path.relpath(SHIPPED_AUTOENCODER), time_budget=minutes,
+                         **{**SETTINGS, **overrides})
     return train(config)
 
 
