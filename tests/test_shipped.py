@@ -28,8 +28,8 @@ def test_v2t_roadscene_loads_and_translates():
     pipeline = load_pipeline("v2t-roadscene")
     assert pipeline.unet.dtype == torch.float32 and pipeline.vae.dtype == torch.float32
     assert str(pipeline.vae.config._name_or_path).endswith("autoencoder")  # the shared one
-    assert sampling_settings(pipeline, None, None) == (5, 1.5)  # the model card's settings, chosen on validation
-    assert sampling_settings(pipeline, 2, 1.0) == (2, 1.0)
+    assert sampling_settings(pipeline, None, None) == (2, 1.0)  # the model card's settings, chosen on validation
+    assert sampling_settings(pipeline, 5, 1.5) == (5, 1.5)
     pipeline.set_progress_bar_config(disable=True)
     visible, _ = scene(70, 90, 3)
     (image,) = pipeline(visible, num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images
