@@ -1,5 +1,5 @@
 """The steps of benchmarks/shipped/recipe.py that run here after a GPU lease: installing the weights that came back,
-and choosing the shipped V2T model's steps and guidance on validation pairs."""
+and choosing the shipped models' steps and guidance on validation data."""
 
 import json
 import sys
@@ -81,6 +81,33 @@ def test_sampling_choice_ranks_every_model_and_setting_together_and_is_recorded(
     assert sampling_settings(load_pipeline(str(model)), None, None) == (choice["num_inference_steps"],
                                                                         choice["guidance_scale"])
     assert sorted(p.name for p in model.iterdir()) == sorted(p.name for p in tiny_pipeline_dir.iterdir())  # no tmp
+
+
+def test_t2ir_sampling_choice_ranks_the_gaps_to_the_real_hot_regions_fewer_steps_win(recipe, monkeypatch, tmp_path):
+    import decoder  # benchmarks/shipped, on sys.path through the recipe fixture
+
+    calls = []
+
+    def fake_t2ir_test(hit_uav, captions_file, out, every, steps, guidance):  # 2.0 and 5.0 equally off, 3.0 best
+        calls.append((out, every, steps, guidance))
+        off = abs(guidance - 3.0)
+        return {"installed": {"images": 7, "fd_efficientnet-lite0": 100 + 10 * off,
+                              "kid_efficientnet-lite0": 0.1 + off, "intensity_w1": 5.0,
+                              "hot_fraction_generated": 0.5 + 0.01 * off, "hot_fraction_real": 0.5,
+                              "hot_mean_intensity_generated": 150 - off, "hot_mean_intensity_real": 150.0}}
+
+    monkeypatch.setattr(decoder, "t2ir_test", fake_t2ir_test)
+    choice = recipe.choose_t2ir_sampling(tmp_path / "hit-uav", tmp_path / "val.jsonl", tmp_path / "choice", every=3)
+    table = choice["val"]
+    assert [(r["guidance"], r["steps"]) for r in table] == [
+        (g, s) for g in recipe.T2IR_GUIDANCE_CHOICES for s in recipe.T2IR_STEP_CHOICES]
+    assert len({out for out, *_ in calls}) == len(table) and {every for _, every, *_ in calls} == {3}
+    five = next(r for r in table if r["guidance"] == 5.0)
+    assert five["hot_fraction_gap"] == pytest.approx(0.02) and five["hot_grey_gap"] == pytest.approx(2.0)
+    assert {r["rank_hot_grey_gap"] for r in table if r["guidance"] == 3.0} == {1}
+    # 3.0 x 10 and 3.0 x 20 tie on every metric: the fewer steps win
+    assert (choice["model"], choice["num_inference_steps"], choice["guidance_scale"]) == ("t2ir-hituav", 10, 3.0)
+    assert json.loads((tmp_path / "choice" / "table.json").read_text()) == table
 
 
 def test_finish_and_sampling_stop_when_thermosynth_is_imported_from_another_checkout(recipe, tmp_path):

@@ -156,13 +156,13 @@ def install(run: Path) -> None:
 
 
 def t2ir_test(hit_uav: Path, captions_file: Path, out: Path, every: int = 1,
-              first_decoder: Path | None = None) -> dict:
+              first_decoder: Path | None = None, steps: int | None = None, guidance: float | None = None) -> dict:
     """The installed `t2ir-hituav` on every `every`-th caption of `captions_file` (`recipe.py prepare`'s HIT-UAV test
-    or val captions), seeded as the first lease's GPU run drew them (seed = the caption's index; the same steps and
-    guidance: recipe.generate_t2ir), scored as evaluate_t2ir.py scores them; resumes. With `first_decoder` (an
-    autoencoder folder: the one before the fine-tune) each sample's latents are also decoded by it, into
-    `out`-first-decoder, and both sets are scored against the same real frames: the decoders compared on identical
-    latents."""
+    or val captions), seeded as the first lease's GPU run drew them (seed = the caption's index), with `steps` and
+    `guidance` or else the model's recorded ones, scored as evaluate_t2ir.py scores them; resumes. With
+    `first_decoder` (an autoencoder folder: the one before the fine-tune) each sample's latents are also decoded by it,
+    into `out`-first-decoder, and both sets are scored against the same real frames: the decoders compared on
+    identical latents."""
     from evaluate_t2ir import as_model_range  # this folder's scripts (on sys.path when run as a script)
     from PIL import Image
     from recipe import T2IR_SIZE
@@ -172,11 +172,15 @@ def t2ir_test(hit_uav: Path, captions_file: Path, out: Path, every: int = 1,
     from thermosynth.evaluation.unpaired import compare_sets
     from thermosynth.models.latent_codec import LatentCodec
     from thermosynth.pipelines import load_text_pipeline
+    from thermosynth.pipelines.common import sampling_settings
 
     captions = [(index, json.loads(line)) for index, line in enumerate(captions_file.read_text().splitlines())]
     captions = captions[::every]
     pipeline = load_text_pipeline("t2ir-hituav")
     pipeline.set_progress_bar_config(disable=True)
+    steps, guidance = sampling_settings(pipeline, steps, guidance)
+    setting = {"num_inference_steps": steps, "guidance_scale": guidance}
+    logging.info("t2ir: %s", setting)
     outs, decoded_first = {"installed": out}, None
     if first_decoder is not None:
         from diffusers import AutoencoderKL
@@ -193,7 +197,7 @@ def t2ir_test(hit_uav: Path, captions_file: Path, out: Path, every: int = 1,
     for folder in outs.values():
         folder.mkdir(parents=True, exist_ok=True)
     try:
-        generate_t2ir_test(pipeline, captions, outs, decoded_first)
+        generate_t2ir_test(pipeline, captions, outs, decoded_first, setting)
     finally:
         if first_decoder is not None:
             LatentCodec.decode_thermal = decode_installed
@@ -202,18 +206,17 @@ def t2ir_test(hit_uav: Path, captions_file: Path, out: Path, every: int = 1,
     metrics = {}
     for name, folder in outs.items():
         made = torch.stack([as_model_range(np.asarray(Image.open(folder / f"{c['stem']}.png"))) for _, c in captions])
-        metrics[name] = {"images": len(captions), **compare_sets(real, made)}
+        metrics[name] = {"images": len(captions), **setting, **compare_sets(real, made)}
     (out.parent / "t2ir-metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     if first_decoder is not None:
         decoders_grid(hit_uav, captions, outs, out.parent / "t2ir-grid-decoders.jpg")
     return metrics
 
 
-def generate_t2ir_test(pipeline, captions: list, outs: dict, decoded_first: list | None) -> None:
-    """Batches of 8 captions into each of `outs`' folders; a batch whose images all exist is skipped (resume).
-    `decoded_first` collects the first decoder's images of each batch where that decoder is patched in."""
-    from recipe import T2IR_GUIDANCE, T2IR_STEPS
-
+def generate_t2ir_test(pipeline, captions: list, outs: dict, decoded_first: list | None, setting: dict) -> None:
+    """Batches of 8 captions into each of `outs`' folders, sampled with `setting` (steps and guidance); a batch whose
+    images all exist is skipped (resume). `decoded_first` collects the first decoder's images of each batch where
+    that decoder is patched in."""
     from thermosynth.pipelines.common import postprocess
 
     batch = 8
@@ -222,8 +225,7 @@ def generate_t2ir_test(pipeline, captions: list, outs: dict, decoded_first: list
         if all((folder / f"{c['stem']}.png").is_file() for _, c in chunk for folder in outs.values()):
             continue
         generators = [torch.Generator().manual_seed(index) for index, _ in chunk]
-        images = {"installed": pipeline([c["text"] for _, c in chunk], num_inference_steps=T2IR_STEPS,
-                                        guidance_scale=T2IR_GUIDANCE, generator=generators).images}
+        images = {"installed": pipeline([c["text"] for _, c in chunk], generator=generators, **setting).images}
         if decoded_first is not None:
             images["first-decoder"] = postprocess(decoded_first.pop(), "pil", pipeline.normalization)
         for name, made in images.items():

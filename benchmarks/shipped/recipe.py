@@ -9,6 +9,8 @@
     python benchmarks/shipped/recipe.py finish .shipped/parts .shipped
     # (to choose the step count and guidance again for a model already installed, on the CPU:)
     python benchmarks/shipped/recipe.py sampling .shipped/data/roadscene --out .shipped/sampling-choice
+    python benchmarks/shipped/recipe.py t2ir-sampling ../shared/data/hit-uav .shipped/data/t2ir-val-captions.jsonl \
+        --out .shipped/t2ir-sampling-choice
 
 What the device step runs, all with `thermosynth train` and wall-clock budgets (`--time-budget`):
 - t = 0: the shared autoencoder (`base`) on RoadScene train (visible + thermal) and HIT-UAV train (thermal), and
@@ -28,7 +30,8 @@ small for both halves' data, encoder and autoencoder: benchmarks/shipped/RESULTS
 `--tiny` runs the same recipe with the `tiny` presets and short budgets, on CPU, to test the driver end to end.
 
 The `sampling` step makes the same choice for one installed model on the CPU (the first lease's model got its
-settings that way, after the lease).
+settings that way, after the lease); `t2ir-sampling` makes it for the installed T2IR model on HIT-UAV val captions,
+ranked on T2IR_CHOICE_METRICS (the device run samples T2IR at T2IR_STEPS and T2IR_GUIDANCE, fixed in advance).
 
 The checkout travels to the device with every call (at most 64 MiB) and the shipped weights in
 src/thermosynth/pretrained are 106 MB: move them out of the checkout for the lease and back afterwards
@@ -66,8 +69,15 @@ STEP_CHOICES = (1, 2, 5, 10, 20)
 # steps, then lower guidance, then the model named first break ties.
 CHOICE_METRICS = {"ssim": True, "psnr": True, "mae": False, "fd_efficientnet-lite0": False,
                   "kid_efficientnet-lite0": False}
-# T2IR's sampling, fixed in advance (no choice made for T2IR): DDIM steps and the pipeline's default guidance
+# T2IR's sampling on the device, fixed in advance: DDIM steps and the pipeline's default guidance
 T2IR_STEPS, T2IR_GUIDANCE = 20, 3.0
+# T2IR's sampling chosen afterwards (`t2ir-sampling`, HIT-UAV val captions) by the same rule over what an unpaired
+# set can be scored on: FD, KID, the intensity histograms' W1, and the gaps to the real frames' hot fraction and hot
+# mean grey (all lower is better)
+T2IR_CHOICE_METRICS = dict.fromkeys(("fd_efficientnet-lite0", "kid_efficientnet-lite0", "intensity_w1",
+                                     "hot_fraction_gap", "hot_grey_gap"), False)
+T2IR_GUIDANCE_CHOICES = (2.0, 3.0, 5.0)
+T2IR_STEP_CHOICES = (10, 20)
 PART_BYTES = 15 * 2**20
 
 
@@ -461,18 +471,45 @@ def choose_sampling(road: Path, models: dict[str, str], out: Path, guidances=GUI
                 table.append({"model": name, "guidance": guidance, "steps": count, **scores})
                 logger.info("val %s", table[-1])
         del pipeline
-    for metric, higher in CHOICE_METRICS.items():
+    return _best_by_mean_rank(table, CHOICE_METRICS, list(models), out)
+
+
+def _best_by_mean_rank(table: list[dict], metrics: dict[str, bool], order: list[str], out: Path) -> dict:
+    """Rank every row on each metric (1 = best; True: higher is better), write the table with the ranks to
+    out/table.json and return the row with the best mean rank: fewer steps, then lower guidance, then the model named
+    first break ties."""
+    for metric, higher in metrics.items():
         worse = np.array([-row[metric] if higher else row[metric] for row in table])
-        ranks = 1 + np.searchsorted(np.sort(worse), worse)  # 1 = best; equal values share the better rank
+        ranks = 1 + np.searchsorted(np.sort(worse), worse)  # equal values share the better rank
         for row, rank in zip(table, ranks, strict=True):
             row[f"rank_{metric}"] = int(rank)
     for row in table:
-        row["mean_rank"] = float(np.mean([row[f"rank_{m}"] for m in CHOICE_METRICS]))
-    order = list(models)
+        row["mean_rank"] = float(np.mean([row[f"rank_{m}"] for m in metrics]))
     best = min(table, key=lambda row: (row["mean_rank"], row["steps"], row["guidance"], order.index(row["model"])))
+    out.mkdir(parents=True, exist_ok=True)
     (out / "table.json").write_text(json.dumps(table, indent=2))
     return {"model": best["model"], "num_inference_steps": best["steps"], "guidance_scale": best["guidance"],
             "val": table}
+
+
+def choose_t2ir_sampling(hit_uav: Path, captions_file: Path, out: Path, every: int, guidances=T2IR_GUIDANCE_CHOICES,
+                         steps=T2IR_STEP_CHOICES) -> dict:
+    """Generate from every `every`-th caption of `captions_file` with the installed `t2ir-hituav` at every guidance x
+    step count (DDIM, fp32, seed = the caption's index: decoder.t2ir_test), score each set against the captions' real
+    frames, and return the table and the setting with the best mean rank on T2IR_CHOICE_METRICS."""
+    from decoder import t2ir_test  # this folder's scripts (on sys.path when run as a script)
+
+    table = []
+    for guidance in guidances:
+        for count in steps:
+            scores = t2ir_test(hit_uav, captions_file, out / f"guidance-{guidance}-steps-{count}" / "images", every,
+                               steps=count, guidance=guidance)["installed"]
+            scores["hot_fraction_gap"] = abs(scores["hot_fraction_generated"] - scores["hot_fraction_real"])
+            scores["hot_grey_gap"] = abs(scores["hot_mean_intensity_generated"] - scores["hot_mean_intensity_real"])
+            table.append({"model": "t2ir-hituav", "guidance": guidance, "steps": count, "images": scores["images"],
+                          **{metric: scores[metric] for metric in T2IR_CHOICE_METRICS}})
+            logger.info("val %s", table[-1])
+    return _best_by_mean_rank(table, T2IR_CHOICE_METRICS, ["t2ir-hituav"], out)
 
 
 def record_sampling(model_folder: Path, choice: dict) -> None:
@@ -487,13 +524,13 @@ def record_sampling(model_folder: Path, choice: dict) -> None:
     atomic_write(index, lambda tmp: tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n"))
 
 
-def print_sampling_table(choice: dict) -> None:
-    print("| model | guidance | steps | " + " | ".join(CHOICE_METRICS) + " | mean rank |")
-    print("|---|---|---|" + "---|" * (len(CHOICE_METRICS) + 1))
+def print_sampling_table(choice: dict, metrics: dict[str, bool]) -> None:
+    print("| model | guidance | steps | " + " | ".join(metrics) + " | mean rank |")
+    print("|---|---|---|" + "---|" * (len(metrics) + 1))
     for row in choice["val"]:
         chosen = (row["model"], row["steps"], row["guidance"]) == (
             choice["model"], choice["num_inference_steps"], choice["guidance_scale"])
-        cells = [f"{row[m]:.4f} ({row[f'rank_{m}']})" for m in CHOICE_METRICS]
+        cells = [f"{row[m]:.4f} ({row[f'rank_{m}']})" for m in metrics]
         print(f"| {row['model']} | {row['guidance']} | {row['steps']} | " + " | ".join(cells)
               + f" | {'**' if chosen else ''}{row['mean_rank']:.1f}{'**' if chosen else ''} |")
 
@@ -523,11 +560,16 @@ def main() -> None:
     s.add_argument("roadscene", type=Path, help="the prepared copy, with its val split: .shipped/data/roadscene")
     s.add_argument("--model", default="v2t-roadscene", help="a shipped name (recorded in the package) or a folder")
     s.add_argument("--out", type=Path, required=True, help="a fresh folder for the images, reports and table.json")
+    ts = steps.add_parser("t2ir-sampling", help="choose and record t2ir-hituav's steps and guidance on val captions")
+    ts.add_argument("hit_uav", type=Path, help="HIT-UAV, for the captions' real frames: ../shared/data/hit-uav")
+    ts.add_argument("captions", type=Path, help="the val captions: .shipped/data/t2ir-val-captions.jsonl")
+    ts.add_argument("--every", type=int, default=2, help="every k-th caption (default 2: 145 of the 290)")
+    ts.add_argument("--out", type=Path, required=True, help="a fresh folder for the images, scores and table.json")
     args = parser.parse_args()
     from thermosynth.pretrained import ROOT as PACKAGE
     from thermosynth.pretrained import is_shipped
 
-    if args.step in ("finish", "sampling"):
+    if args.step in ("finish", "sampling", "t2ir-sampling"):
         _refuse_another_checkout(PACKAGE)
 
     if args.step == "prepare":
@@ -540,9 +582,14 @@ def main() -> None:
     else:
         if args.out.exists():
             raise SystemExit(f"{args.out} exists: give a fresh --out")
-        choice = choose_sampling(args.roadscene, {args.model: args.model}, args.out)
-        print_sampling_table(choice)
-        folder = PACKAGE / args.model if is_shipped(args.model) else Path(args.model)
+        if args.step == "sampling":
+            choice = choose_sampling(args.roadscene, {args.model: args.model}, args.out)
+            print_sampling_table(choice, CHOICE_METRICS)
+            folder = PACKAGE / args.model if is_shipped(args.model) else Path(args.model)
+        else:
+            choice = choose_t2ir_sampling(args.hit_uav, args.captions, args.out, args.every)
+            print_sampling_table(choice, T2IR_CHOICE_METRICS)
+            folder = PACKAGE / "t2ir-hituav"
         record_sampling(folder, choice)
         print(f"recorded in {folder / 'model_index.json'}: {choice['num_inference_steps']} steps, guidance "
               f"{choice['guidance_scale']}")
