@@ -106,19 +106,24 @@ def server(tmp_path):
 
 
 def _upload(page, path) -> None:
-    """Hand `path` to the V2T upload and wait until the page shows its name. Headless chromium sometimes drops the
-    file (seen 2026-12-03: the name never shown in 120 s, 2 of 5 fresh-clone CI runs that day), so the upload is
-    tried again, as a user would; three drops in a row fail the test."""
+    """Hand `path` to the V2T upload and wait until the page shows its name. Headless chromium sometimes loses the
+    upload (seen 2026-12-03: the name never shown in 120 s, 2 of 5 fresh-clone CI runs that day), so it is tried
+    again on a reloaded page, as a user would: the component has already swapped its file input for the pending
+    upload (2026-12-04: a retry on the same page found no input to hand the file to). Three in a row fail the test,
+    saying what the component showed."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-    for _ in range(3):
-        page.locator("#v2t-upload input[type=file]").set_input_files(str(path))
+    for attempt in range(3):
+        if attempt:
+            page.reload()
+        page.locator("#v2t-upload input[type=file]").set_input_files(str(path), timeout=60_000)
         try:
             page.locator("#v2t-upload").get_by_text(path.name).wait_for(timeout=40_000)
             return
         except PlaywrightTimeout:
             continue
-    raise AssertionError(f"the page never showed the uploaded {path.name}")
+    shown = page.locator("#v2t-upload").inner_text()
+    raise AssertionError(f"the page never showed the uploaded {path.name}; the upload component shows: {shown!r}")
 
 
 @pytest.mark.skipif(_browser_missing() is not None, reason=str(_browser_missing()))
