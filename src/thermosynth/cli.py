@@ -570,6 +570,10 @@ def main(argv: list[str] | None = None) -> None:
             from thermosynth.distributed import close_process_group
 
             close_process_group()
+    if "torch.distributed" in sys.modules:
+        from thermosynth.distributed import exit_if_gloo_outlives_its_group
+
+        exit_if_gloo_outlives_its_group()
 
 
 if __name__ == "__main__":

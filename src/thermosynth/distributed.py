@@ -10,6 +10,10 @@ the files one process writes.
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
+from pathlib import Path
 from typing import TypeVar
 
 import torch
@@ -83,6 +87,36 @@ def close_process_group() -> None:
     after all its work is written, as CI saw once after a 2-process translate (pytorch/pytorch#190489)."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+
+
+def exit_if_gloo_outlives_its_group() -> None:
+    """End a command that has finished its work without the interpreter's teardown where gloo's threads still run
+    after `close_process_group`: FSDP2 keeps the group alive past destroy_process_group (DTensor's caches and the
+    sharded parameters' autograd hooks hold its device mesh), and gloo threads that run into the teardown abort the
+    process as above, in about 8 of 100 two-process FSDP runs (benchmarks/teardown/RESULTS.md). Everything is written
+    by now; only the streams need flushing."""
+    if not gloo_threads_running():
+        return
+    logging.getLogger(__name__).debug("gloo's threads outlive the process group: ending without teardown")
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def gloo_threads_running() -> bool:
+    """Whether threads gloo started still run in this process (read from the names Linux gives threads; False where
+    /proc is not there)."""
+    tasks = Path("/proc/self/task")
+    if not tasks.is_dir():
+        return False
+    names = []
+    for task in tasks.iterdir():
+        try:
+            names.append((task / "comm").read_text())
+        except OSError:  # the thread ended while we looked
+            continue
+    return any("gloo" in name for name in names)
 
 
 def summed_counts(counts: dict[str, int]) -> dict[str, int]:
