@@ -91,9 +91,9 @@ def close_process_group() -> None:
 
 def exit_if_gloo_outlives_its_group() -> None:
     """End a command that has finished its work without the interpreter's teardown where gloo's threads still run
-    after `close_process_group`: FSDP2 keeps the group alive past destroy_process_group (DTensor's caches and the
-    sharded parameters' autograd hooks hold its device mesh), and gloo threads that run into the teardown abort the
-    process as above, in about 8 of 100 two-process FSDP runs (benchmarks/teardown/RESULTS.md). Everything is written
+    after `close_process_group`: FSDP2 keeps the group alive past destroy_process_group (DTensor's caches, and
+    references held from C++ beyond them, hold its device mesh), and gloo threads that run into the teardown abort the
+    process as above, in 9 of 140 two-process FSDP runs (benchmarks/teardown/RESULTS.md). Everything is written
     by now; only the streams need flushing."""
     if not gloo_threads_running():
         return
