@@ -46,7 +46,7 @@ if ending == "fsdp, thermosynth's end":
 
 
 def one_run(ending: str, folder: Path) -> list[int]:
-    """Both ranks' exit codes (-6 or 134: SIGABRT)."""
+    """Both ranks' exit codes (-6: killed by SIGABRT)."""
     store = folder / "store"
     store.unlink(missing_ok=True)
     ranks = [subprocess.Popen([sys.executable, "-c", RANK, str(rank), str(store), ending],
