@@ -36,6 +36,7 @@ def test_model_is_generated_scored_and_reported(tiny_pipeline_dir, tmp_path, cap
     assert "fid" not in " ".join(report["metrics"]).lower()  # offline features are never called FID
     assert "features" in report["preprocessing"]
     assert report["model"] == f"{tiny_pipeline_dir} (VisibleToThermalPipeline)"
+    assert report["environment"]["cpus_usable"] >= 1 and report["environment"]["gpu"] is None  # CPU tests
     reasons = " ".join(report["not_computed"])  # said, not silently dropped
     assert "FID not computed" in reasons and "LPIPS not computed" in reasons
     assert "FID not computed" in (out / "report.md").read_text()

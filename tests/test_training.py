@@ -42,6 +42,8 @@ def test_run_folder_contents(trained):
         assert steps == [1, 2, 3, 4, 4]  # four losses, then the validation metrics
         assert (folder / "samples" / "step-0000004.png").is_file()
         assert not list(folder.rglob("*.bin")) and not list(folder.rglob("*.pt"))
+        (start,) = [json.loads(line) for line in (folder / "environment.jsonl").read_text().splitlines()]
+        assert (start["step"], start["processes"], start["gpu"], start["torch"]) == (0, 1, None, torch.__version__)
     normalization = json.loads((trained["autoencoder"] / "thermosynth.json").read_text())["thermal_normalization"]
     assert normalization["bit_depth"] == 8
 
@@ -74,6 +76,8 @@ def test_resume_replays_exactly(trained, tmp_path):
         assert all(torch.equal(a[k], b[k]) for k in a)
     steps = [json.loads(line)["step"] for line in (resumed_dir / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 4]  # resumed steps are logged once
+    starts = [json.loads(line)["step"] for line in (resumed_dir / "environment.jsonl").read_text().splitlines()]
+    assert starts == [0, 2]  # the resume is recorded beside the first start
 
 
 def test_ema_state_round_trips_and_older_checkpoints_load(trained, tmp_path):

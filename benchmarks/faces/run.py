@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -50,6 +49,7 @@ from tqdm.auto import tqdm
 from thermosynth.data.augment import fit_to_size
 from thermosynth.data.errors import DataError
 from thermosynth.data.images import read_visible
+from thermosynth.environment import describe
 from thermosynth.evaluation.faces import verification_metrics
 from thermosynth.models.identity import make_identity_encoder
 from thermosynth.pipelines import load_face_pipeline, prepare_for_inference
@@ -109,13 +109,6 @@ def scores(probes: list[np.ndarray], probe_ids: np.ndarray, gallery: np.ndarray,
         result[f"{key} (detected only)"] = detected[key]
     result["far_resolution"] = detected["far_resolution"]
     return result
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def enlarge(image: Image.Image) -> np.ndarray:
@@ -219,7 +212,7 @@ def main() -> None:
                      "scheduler": args.scheduler,
                      "identity_guidance": identity_guidance.scale if identity_guidance is not None else 0.0},
         "evaluation_minutes": round(seconds / 60, 1),
-        "hardware": f"{cpu_name()}, {torch.get_num_threads()} threads, no GPU",
+        "environment": describe(),
         "command": "python " + " ".join(sys.argv),
     }
     (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")

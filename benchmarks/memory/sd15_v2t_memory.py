@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import platform
 import sys
 from pathlib import Path
 
@@ -29,6 +28,7 @@ import diffusers
 import torch
 from diffusers import UNet2DConditionModel
 
+from thermosynth.environment import processor_name
 from thermosynth.models.stable_diffusion import add_lora, widen_conv_in
 
 GB = 1e9
@@ -157,7 +157,7 @@ def main() -> None:
     with RESULTS.open("a") as results:
         results.write(
             f"\n## {stamp}: `python {' '.join(sys.argv)}`\n\n"
-            f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads; torch "
+            f"Machine: {processor_name()}, {torch.get_num_threads()} threads; torch "
             f"{torch.__version__}, diffusers {diffusers.__version__}. UNet: {total / 1e6:.1f}M parameters; LoRA rank "
             f"{args.lora_rank}: {lora_trained / 1e6:.2f}M trained of {lora_total / 1e6:.1f}M. Attention's backward "
             f"on this CPU: {attention_kernel()}.\n\n"

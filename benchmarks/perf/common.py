@@ -1,10 +1,9 @@
-"""What every performance script shares: the machine's name, timing with the GPU synchronised, and the results
-file each row is appended to with the machine, versions, command and date."""
+"""What every performance script shares: timing with the GPU synchronised, and the results file each row is appended
+to with the machine, versions, command and date."""
 
 from __future__ import annotations
 
 import json
-import platform
 import resource
 import statistics
 import sys
@@ -14,16 +13,9 @@ from pathlib import Path
 
 import torch
 
+from thermosynth.environment import describe, device_name
+
 RESULTS = Path(__file__).with_name("results.jsonl")
-
-
-def machine(device: str) -> str:
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name()
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def synchronize(device: str) -> None:
@@ -60,10 +52,7 @@ def timed(call: Callable[[], object], device: str, repeats: int, warmup: int = 0
 
 def record(results: Path, row: dict, device: str) -> dict:
     """Append `row` to the JSON-lines `results`, with where, with what and how it was measured; return it."""
-    import diffusers
-
-    row = {**row, "device": machine(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
-           "diffusers": diffusers.__version__, "command": "python " + " ".join(sys.argv),
+    row = {**row, "device": device_name(device), **describe(), "command": "python " + " ".join(sys.argv),
            "date": time.strftime("%Y-%m-%d")}
     with results.open("a") as file:
         file.write(json.dumps(row) + "\n")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -22,6 +21,8 @@ import time
 from pathlib import Path
 
 from grid import comparison_grid
+
+from thermosynth.environment import describe
 
 
 def run(*args: str) -> float:
@@ -70,19 +71,12 @@ def main() -> None:
         "data": args.data, "preset": args.preset, "times_s": times,
         "budget_s": {"v2t": budget, "pix2pix": times["pix2pix"]},
         "pix2pix": {"steps": pix2pix_steps, "seconds_per_step": seconds_per_step, "startup_s": startup},
-        "machine": {"platform": platform.platform(), "cpus_usable": len(os.sched_getaffinity(0)),
-                    "threads": os.environ.get("OMP_NUM_THREADS", "torch default"), "gpu": _gpu()},
+        "machine": {**describe(), "commands_threads": os.environ.get("OMP_NUM_THREADS", "torch default")},
         "metrics": {name: report["metrics"] for name, report in reports.items()},
     }
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     comparison_grid(args.data, out, out / "grid.jpg")
     print(json.dumps(results, indent=2))
-
-
-def _gpu() -> str | None:
-    import torch
-
-    return torch.cuda.get_device_name() if torch.cuda.is_available() else None
 
 
 if __name__ == "__main__":

@@ -221,6 +221,8 @@ def device(data: Path, root: Path, text_encoder: Path, ae_minutes: float, unet_m
     """`tasks`: "v2t" (V2T variants, pix2pix, the choice, test translations) and/or "t2ir" (mask on and off, test
     generations). With `autoencoder` (an earlier lease's, e.g. the shipped one) no autoencoder is trained; its
     `ae_minutes` still count in pix2pix's budget, which is always the autoencoder's plus the UNet's minutes."""
+    from thermosynth.environment import describe
+
     root.mkdir(parents=True, exist_ok=True)
     started = time.time()
     road, hit = data / "roadscene", data / "hit-uav"
@@ -269,7 +271,7 @@ def device(data: Path, root: Path, text_encoder: Path, ae_minutes: float, unet_m
             continue
         run = results / "runs" / name
         run.mkdir(parents=True)
-        for item in ("config.json", "metrics.jsonl"):
+        for item in ("config.json", "metrics.jsonl", "environment.jsonl"):
             if (root / name / item).is_file():
                 shutil.copy2(root / name / item, run / item)
         grids = sorted((root / name / "samples").glob("*.png"))
@@ -280,20 +282,11 @@ def device(data: Path, root: Path, text_encoder: Path, ae_minutes: float, unet_m
         "seconds": runs.seconds, "failed": runs.failed, "total_seconds": time.time() - started, "choice": choice,
         "ae_minutes": ae_minutes, "unet_minutes": unet_minutes, "autoencoder": str(autoencoder),
         "tasks": sorted(tasks), "v2t_variants": {name: V2T_VARIANTS[name] for name in v2t_runs},
-        "machine": _machine(),
+        "machine": describe(),
     }, indent=2))
     split_into_parts(results, root / "parts")
     (root / "DONE").write_text("ok\n")
     logger.info("all done in %.0f s", time.time() - started)
-
-
-def _machine() -> dict:
-    import platform
-
-    import torch
-
-    return {"platform": platform.platform(), "torch": torch.__version__,
-            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
 
 
 def _fp32_pipeline(folder: str | Path):

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -30,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from thermosynth.environment import describe
 
 # Extra arguments of each run. HIT-UAV's Otsu masks cover about half of a frame (warm roads and roofs), so the
 # mask is kept inside the annotated boxes: the hot people and vehicles that TxT2IR's mask is meant to mark.
@@ -74,9 +75,7 @@ def main() -> None:
     results.update(
         data=args.data, preset=args.preset, steps=args.steps, compare=args.compare, autoencoder=autoencoder,
         times_s=times, configs={name: json.loads((out / name / "config.json").read_text()) for name in runs},
-        machine={"platform": platform.platform(), "cpus_usable": len(os.sched_getaffinity(0)),
-                 "threads": os.environ.get("OMP_NUM_THREADS", "torch default"),
-                 "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
+        machine={**describe(), "commands_threads": os.environ.get("OMP_NUM_THREADS", "torch default")},
     )
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results["metrics"], indent=2))

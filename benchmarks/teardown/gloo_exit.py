@@ -12,13 +12,12 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import platform
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-import torch
+from thermosynth.environment import describe
 
 RESULTS = Path(__file__).with_name("results.jsonl")
 ENDINGS = ("all-reduce", "fsdp", "fsdp, thermosynth's end")
@@ -70,8 +69,7 @@ def main() -> None:
             aborted = sum(any(one_run(ending, Path(folder))) for _ in range(args.runs))
             rows.append({"ending": ending, "runs": args.runs, "aborted": aborted})
             print(f"{ending:<26} {aborted:>3} of {args.runs} runs aborted", flush=True)
-    record = {"date": datetime.date.today().isoformat(), "machine": platform.machine(),
-              "python": platform.python_version(), "torch": torch.__version__,
+    record = {"date": datetime.date.today().isoformat(), **describe(),
               "command": f"python benchmarks/teardown/gloo_exit.py --runs {args.runs}", "rows": rows}
     with RESULTS.open("a") as results:
         results.write(json.dumps(record) + "\n")

@@ -15,7 +15,6 @@ import hashlib
 import json
 import logging
 import os
-import platform
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -25,12 +24,12 @@ from PIL import Image, ImageDraw
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from thermosynth import __version__
 from thermosynth.data.errors import DataError
 from thermosynth.data.images import atomic_write, read_thermal, read_visible
 from thermosynth.data.normalization import ThermalNormalization
 from thermosynth.data.sources import PairRecord, load_pairs
 from thermosynth.distributed import SCORED_ALONE, is_main_process
+from thermosynth.environment import describe
 from thermosynth.evaluation.distribution import KID_SUBSETS, feature_distances, kid_subset_size
 from thermosynth.evaluation.features import EfficientNetLite0Features
 from thermosynth.evaluation.optional import MetricUnavailable, inception_fid_metric, lpips_metric
@@ -271,7 +270,7 @@ def evaluate_pairs(
         "thermal_normalization": normalization and normalization.to_dict(),
         "trivial_predictors": {name: metric.compute() for name, metric in trivial.items()},
         "preprocessing": preprocessing,
-        "thermosynth": __version__, "torch": torch.__version__, "machine": platform.platform(),
+        "environment": describe(),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     out.mkdir(parents=True, exist_ok=True)

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from thermosynth.distributed import uses_cpu
+from thermosynth.environment import describe
 from thermosynth.resumable import RESUME_HINT, differences
 from thermosynth.training.checkpoint import (
     checkpoint_dirs,
@@ -286,6 +287,15 @@ def train_with(config: TrainConfig, build_task: Callable[[TrainConfig], Training
     return run_training(build_task(config))
 
 
+def record_environment(run_dir: Path, step: int, accelerator: Accelerator) -> None:
+    """Append where this (re)start of the run trains to <run>/environment.jsonl, a line a start: a resumed run may
+    go on elsewhere, and a model card names the hardware its model trained on."""
+    line = {"step": step, "processes": accelerator.num_processes, "distributed": accelerator.distributed_type.value,
+            "mixed_precision": accelerator.mixed_precision, **describe()}
+    with (run_dir / "environment.jsonl").open("a") as file:
+        file.write(json.dumps(line) + "\n")
+
+
 def run_training(task: TrainingTask) -> Path:
     """Train (or resume) the task's run; returns the folder of the exported model."""
     config = task.config
@@ -342,6 +352,7 @@ def run_training(task: TrainingTask) -> Path:
         logger.info("training on %d process%s (%s, %s)", accelerator.num_processes,
                     "es" if accelerator.num_processes > 1 else "", accelerator.distributed_type.value,
                     accelerator.device)
+        record_environment(run_dir, start, accelerator)
     accelerator.init_trackers("tensorboard", init_kwargs={"tensorboard": {"purge_step": start + 1}})
     progress = TrainingProgress(config, start, elapsed, disable=not accelerator.is_main_process)
     images_per_step = config.batch_size * config.gradient_accumulation_steps * accelerator.num_processes
