@@ -88,7 +88,7 @@ def test_t2ir_sampling_choice_ranks_the_gaps_to_the_real_hot_regions_fewer_steps
 
     calls = []
 
-    def fake_t2ir_test(hit_uav, captions_file, out, every, steps, guidance):  # 2.0 and 5.0 equally off, 3.0 best
+    def fake_sample_and_score(hit_uav, captions_file, out, every, steps, guidance):  # 2.0, 5.0 equally off; 3.0 best
         calls.append((out, every, steps, guidance))
         off = abs(guidance - 3.0)
         return {"installed": {"images": 7, "fd_efficientnet-lite0": 100 + 10 * off,
@@ -96,7 +96,7 @@ def test_t2ir_sampling_choice_ranks_the_gaps_to_the_real_hot_regions_fewer_steps
                               "hot_fraction_generated": 0.5 + 0.01 * off, "hot_fraction_real": 0.5,
                               "hot_mean_intensity_generated": 150 - off, "hot_mean_intensity_real": 150.0}}
 
-    monkeypatch.setattr(decoder, "t2ir_test", fake_t2ir_test)
+    monkeypatch.setattr(decoder, "sample_and_score_t2ir", fake_sample_and_score)
     choice = recipe.choose_t2ir_sampling(tmp_path / "hit-uav", tmp_path / "val.jsonl", tmp_path / "choice", every=3)
     table = choice["val"]
     assert [(r["guidance"], r["steps"]) for r in table] == [

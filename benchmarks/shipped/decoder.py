@@ -155,7 +155,7 @@ def install(run: Path) -> None:
     logging.info("installed %s into %s", run / "autoencoder", SHIPPED_AUTOENCODER)
 
 
-def t2ir_test(hit_uav: Path, captions_file: Path, out: Path, every: int = 1,
+def sample_and_score_t2ir(hit_uav: Path, captions_file: Path, out: Path, every: int = 1,
               first_decoder: Path | None = None, steps: int | None = None, guidance: float | None = None) -> dict:
     """The installed `t2ir-hituav` on every `every`-th caption of `captions_file` (`recipe.py prepare`'s HIT-UAV test
     or val captions), seeded as the first lease's GPU run drew them (seed = the caption's index), with `steps` and
@@ -163,12 +163,9 @@ def t2ir_test(hit_uav: Path, captions_file: Path, out: Path, every: int = 1,
     `first_decoder` (an autoencoder folder: the one before the fine-tune) each sample's latents are also decoded by it,
     into `out`-first-decoder, and both sets are scored against the same real frames: the decoders compared on
     identical latents."""
-    from evaluate_t2ir import as_model_range  # this folder's scripts (on sys.path when run as a script)
+    from evaluate_t2ir import as_model_range, real_frames  # this folder's scripts (on sys.path as a script)
     from PIL import Image
-    from recipe import T2IR_SIZE
 
-    from thermosynth.data.augment import fit_to_size
-    from thermosynth.data.images import read_thermal
     from thermosynth.evaluation.unpaired import compare_sets
     from thermosynth.models.latent_codec import LatentCodec
     from thermosynth.pipelines import load_text_pipeline
@@ -197,12 +194,11 @@ def t2ir_test(hit_uav: Path, captions_file: Path, out: Path, every: int = 1,
     for folder in outs.values():
         folder.mkdir(parents=True, exist_ok=True)
     try:
-        generate_t2ir_test(pipeline, captions, outs, decoded_first, setting)
+        generate_t2ir_images(pipeline, captions, outs, decoded_first, setting)
     finally:
         if first_decoder is not None:
             LatentCodec.decode_thermal = decode_installed
-    real = torch.stack([as_model_range(fit_to_size(read_thermal(hit_uav / "JPEGImages" / f"{c['stem']}.jpg"),
-                                                   T2IR_SIZE)[0]) for _, c in captions])
+    real = real_frames(hit_uav, [c["stem"] for _, c in captions])
     metrics = {}
     for name, folder in outs.items():
         made = torch.stack([as_model_range(np.asarray(Image.open(folder / f"{c['stem']}.png"))) for _, c in captions])
@@ -213,7 +209,7 @@ def t2ir_test(hit_uav: Path, captions_file: Path, out: Path, every: int = 1,
     return metrics
 
 
-def generate_t2ir_test(pipeline, captions: list, outs: dict, decoded_first: list | None, setting: dict) -> None:
+def generate_t2ir_images(pipeline, captions: list, outs: dict, decoded_first: list | None, setting: dict) -> None:
     """Batches of 8 captions into each of `outs`' folders, sampled with `setting` (steps and guidance); a batch whose
     images all exist is skipped (resume). `decoded_first` collects the first decoder's images of each batch where
     that decoder is patched in."""
@@ -276,7 +272,7 @@ def main() -> None:
     elif args.step == "install":
         install(args.run)
     else:
-        print(json.dumps(t2ir_test(args.hit_uav, args.captions, args.out, args.every, args.first_decoder),
+        print(json.dumps(sample_and_score_t2ir(args.hit_uav, args.captions, args.out, args.every, args.first_decoder),
                          indent=2))
 
 

@@ -28,10 +28,15 @@ def as_model_range(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(image.astype(np.float32))[None] / 127.5 - 1  # (1, H, W) in [-1, 1]
 
 
+def real_frames(hit_uav: Path, stems: list[str]) -> torch.Tensor:
+    """The HIT-UAV frames the captions were written for, fitted to the generated size: (N, 1, H, W) in [-1, 1]."""
+    return torch.stack([as_model_range(fit_to_size(read_thermal(hit_uav / "JPEGImages" / f"{stem}.jpg"), T2IR_SIZE)[0])
+                        for stem in stems])
+
+
 def main(hit_uav: Path, results: Path, out: Path) -> None:
     records = [json.loads(line) for line in (results / "t2ir-test-captions.jsonl").read_text().splitlines()]
-    real = torch.stack([as_model_range(fit_to_size(read_thermal(hit_uav / "JPEGImages" / f"{r['stem']}.jpg"),
-                                                   T2IR_SIZE)[0]) for r in records])
+    real = real_frames(hit_uav, [r["stem"] for r in records])
     metrics = {}
     for name in ("t2ir-mask-off", "t2ir-mask-on"):
         generated = torch.stack([as_model_range(np.asarray(Image.open(results / f"test-{name}" / f"{r['stem']}.png")))

@@ -488,15 +488,16 @@ def _best_by_mean_rank(table: list[dict], metrics: dict[str, bool], order: list[
 def choose_t2ir_sampling(hit_uav: Path, captions_file: Path, out: Path, every: int, guidances=T2IR_GUIDANCE_CHOICES,
                          steps=T2IR_STEP_CHOICES) -> dict:
     """Generate from every `every`-th caption of `captions_file` with the installed `t2ir-hituav` at every guidance x
-    step count (DDIM, fp32, seed = the caption's index: decoder.t2ir_test), score each set against the captions' real
-    frames, and return the table and the setting with the best mean rank on T2IR_CHOICE_METRICS."""
-    from decoder import t2ir_test  # this folder's scripts (on sys.path when run as a script)
+    step count (DDIM, fp32, seed = the caption's index: decoder.sample_and_score_t2ir), score each set against the
+    captions' real frames, and return the table and the setting with the best mean rank on T2IR_CHOICE_METRICS."""
+    from decoder import sample_and_score_t2ir  # this folder's scripts (on sys.path when run as a script)
 
     table = []
     for guidance in guidances:
         for count in steps:
-            scores = t2ir_test(hit_uav, captions_file, out / f"guidance-{guidance}-steps-{count}" / "images", every,
-                               steps=count, guidance=guidance)["installed"]
+            images = out / f"guidance-{guidance}-steps-{count}" / "images"
+            scores = sample_and_score_t2ir(hit_uav, captions_file, images, every, steps=count,
+                                           guidance=guidance)["installed"]
             scores["hot_fraction_gap"] = abs(scores["hot_fraction_generated"] - scores["hot_fraction_real"])
             scores["hot_grey_gap"] = abs(scores["hot_mean_intensity_generated"] - scores["hot_mean_intensity_real"])
             table.append({"model": "t2ir-hituav", "guidance": guidance, "steps": count, "images": scores["images"],
