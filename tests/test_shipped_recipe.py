@@ -116,3 +116,31 @@ def test_finish_and_sampling_stop_when_thermosynth_is_imported_from_another_chec
     recipe._refuse_another_checkout(ROOT)  # this checkout's own package: allowed
     with pytest.raises(SystemExit, match="not from this checkout"):
         recipe._refuse_another_checkout(tmp_path / "other-clone" / "src" / "thermosynth" / "pretrained")
+
+
+def test_carry_counts_what_a_device_call_sends(recipe, tmp_path, capsys):
+    """The checkout's tracked and not-ignored files that are present, and each carried path; ignored files and
+    tracked files moved out for the lease are not sent."""
+    import subprocess
+
+    checkout = tmp_path / "checkout"
+    (checkout / "moved").mkdir(parents=True)
+    (checkout / ".gitignore").write_text(".shipped/\n")  # 10 bytes
+    (checkout / "tracked.py").write_bytes(b"t" * 100)
+    (checkout / "moved" / "weights.safetensors").write_bytes(b"w" * 5000)
+    subprocess.run(["git", "init", "-q", str(checkout)], check=True)
+    subprocess.run(["git", "-C", str(checkout), "add", "."], check=True)
+    (checkout / "moved" / "weights.safetensors").unlink()
+    (checkout / "untracked.md").write_bytes(b"u" * 50)
+    (checkout / ".shipped" / "whl").mkdir(parents=True)
+    (checkout / ".shipped" / "whl" / "a.whl").write_bytes(b"a" * 30)
+    (checkout / ".shipped" / "whl" / "b.whl").write_bytes(b"b" * 20)
+    (checkout / ".shipped" / "data.jsonl").write_bytes(b"d" * 7)  # ignored and not carried
+
+    sizes = recipe.carry_bytes(checkout, [checkout / ".shipped" / "whl"])
+    assert sizes == {"checkout": 160, str(checkout / ".shipped" / "whl"): 50}
+    assert recipe.print_carry(sizes)
+    assert not recipe.print_carry({"checkout": recipe.CARRY_LIMIT_BYTES + 1})
+    assert "too much" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="does not exist"):
+        recipe.carry_bytes(checkout, [checkout / ".shipped" / "minilm"])

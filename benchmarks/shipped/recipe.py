@@ -33,9 +33,10 @@ The `sampling` step makes the same choice for one installed model on the CPU (th
 settings that way, after the lease); `t2ir-sampling` makes it for the installed T2IR model on HIT-UAV val captions,
 ranked on T2IR_CHOICE_METRICS (the device run samples T2IR at T2IR_STEPS and T2IR_GUIDANCE, fixed in advance).
 
-The checkout travels to the device with every call (at most 64 MiB) and the shipped weights in
-src/thermosynth/pretrained are 106 MB: move them out of the checkout for the lease and back afterwards
-(`mv src/thermosynth/pretrained /tmp/pretrained-kept`, ..., `mv /tmp/pretrained-kept src/thermosynth/pretrained`).
+The checkout travels to the device with every call (at most 64 MiB with the carried paths) and the shipped weights
+in src/thermosynth/pretrained are 106 MB: move them out of the checkout for the lease and back afterwards
+(`mv src/thermosynth/pretrained /tmp/pretrained-kept`, ..., `mv /tmp/pretrained-kept src/thermosynth/pretrained`),
+the autoencoder carried once as .shipped/autoencoder. `recipe.py carry PATHS` says what a call carrying PATHS sends.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ T2IR_CHOICE_METRICS = dict.fromkeys(("fd_efficientnet-lite0", "kid_efficientnet-
 T2IR_GUIDANCE_CHOICES = (2.0, 3.0, 5.0)
 T2IR_STEP_CHOICES = (10, 20)
 PART_BYTES = 15 * 2**20
+CARRY_LIMIT_BYTES = 64 * 2**20  # what one device call may send: the checkout and its carried paths together
 
 
 # ----------------------------------------------------------------------------------------------------- prepare
@@ -388,6 +390,32 @@ def package(root: Path, out: Path, choice: dict, t2ir: bool, ships_autoencoder: 
             shutil.rmtree(out / name / component, ignore_errors=True)
 
 
+def carry_bytes(checkout: Path, carried: list[Path]) -> dict[str, int]:
+    """What a device call sends, in bytes: the checkout's files that git tracks or does not ignore (those present:
+    the shipped weights moved out for a lease are not), then each carried path."""
+    command = ["git", "-C", str(checkout), "ls-files", "-z", "--cached", "--others", "--exclude-standard"]
+    listed = subprocess.run(command, check=True, capture_output=True).stdout.decode().split("\0")
+    files = {checkout / name for name in listed if name and (checkout / name).is_file()}
+    sizes = {"checkout": sum(path.lstat().st_size for path in files)}
+    for path in carried:
+        if not path.exists():
+            raise SystemExit(f"{path} does not exist: a carried path that is not here is removed on the device")
+        inside = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+        sizes[str(path)] = sum(p.lstat().st_size for p in inside)
+    return sizes
+
+
+def print_carry(sizes: dict[str, int]) -> bool:
+    """Print each part and the total in MiB against the limit; True where the call fits."""
+    total = sum(sizes.values())
+    for name, size in sizes.items():
+        print(f"{size / 2**20:7.2f} MiB  {name}")
+    spare = (CARRY_LIMIT_BYTES - total) / 2**20
+    print(f"{total / 2**20:7.2f} MiB  in all, of {CARRY_LIMIT_BYTES / 2**20:.0f} MiB: "
+          + (f"{spare:.2f} MiB to spare" if spare >= 0 else f"{-spare:.2f} MiB too much"))
+    return total <= CARRY_LIMIT_BYTES
+
+
 def split_into_parts(folder: Path, parts: Path) -> None:
     """One tar of the results, cut into numbered parts of at most 15 MiB (the size a device call returns)."""
     shutil.rmtree(parts, ignore_errors=True)
@@ -559,7 +587,11 @@ def main() -> None:
     ts.add_argument("captions", type=Path, help="the val captions: .shipped/data/t2ir-val-captions.jsonl")
     ts.add_argument("--every", type=int, default=2, help="every k-th caption (default 2: 145 of the 290)")
     ts.add_argument("--out", type=Path, required=True, help="a fresh folder for the images, scores and table.json")
+    c = steps.add_parser("carry", help="what a device call carrying these paths sends, against 64 MiB; exit 1 over")
+    c.add_argument("paths", type=Path, nargs="*", help="the call's carried (ignored) paths")
     args = parser.parse_args()
+    if args.step == "carry":  # before thermosynth is imported: the shipped weights may be moved out
+        raise SystemExit(0 if print_carry(carry_bytes(Path(__file__).resolve().parents[2], args.paths)) else 1)
     from thermosynth.pretrained import ROOT as PACKAGE
     from thermosynth.pretrained import is_shipped
 
