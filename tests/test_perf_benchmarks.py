@@ -15,7 +15,7 @@ PERF = Path(__file__).parents[1] / "benchmarks" / "perf"
 def perf_scripts(monkeypatch):
     monkeypatch.syspath_prepend(str(PERF))
     yield
-    for name in ("train_throughput", "sampling", "solvers", "optimisations", "common", "plain_loops"):
+    for name in ("train_throughput", "sampling", "solvers", "optimisations", "common", "plain_loops", "lease"):
         sys.modules.pop(name, None)
 
 
@@ -189,3 +189,39 @@ def test_a_rung_out_of_memory_is_recorded_and_skipped_over(perf_scripts, tmp_pat
     assert rows[0]["seconds"] is None and rows[0]["error"] == "out of memory"
     assert [r["speedup_previous"] for r in rows[1:]] == [1.0, 2.0, 2.0, 1.0, 2.0, 1.0]
     assert [r["speedup_first"] for r in rows[1:]] == [1.0, 2.0, 4.0, 4.0, 8.0, 8.0]
+
+
+def test_lease_queue_waits_for_the_text_encoder_and_stops_when_the_minutes_run_out(perf_scripts, tmp_path,
+                                                                                   monkeypatch):
+    """benchmarks/perf/lease.py at tiny sizes: the sampling pipeline first, then each item in order with its rows in
+    one results file; a T2IR item waits until a later call has carried the text encoder; no item starts once the
+    minutes are spent."""
+    import shutil
+
+    import lease
+
+    from thermosynth.models.text_encoders import _minilm_path
+
+    items = {name: item for name, *_ in lease.QUEUE for item in [(name, *_)]}
+    monkeypatch.setattr(lease, "QUEUE", [items["train-base-256"], items["sample-20"], items["train-t2ir-base-256"]])
+    carried, waited = tmp_path / "minilm", []
+
+    def next_call_carries():
+        waited.append(True)
+        shutil.copytree(_minilm_path(), carried)
+
+    monkeypatch.setattr(lease, "pause_for_a_later_call", next_call_carries)
+    out = tmp_path / "lease"
+    done = lease.run_queue(out, str(lease.HERE.parents[1] / "src/thermosynth/pretrained/autoencoder"), carried,
+                           minutes=30, tiny=True, first=None)
+    assert [(d["item"], d["rc"]) for d in done] == [
+        ("v2t-pipeline", 0), ("train-base-256", 0), ("sample-20", 0), ("train-t2ir-base-256", 0)]
+    assert len(waited) == 1  # the T2IR item waited once, then found the encoder
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [row["question"] for row in rows] == ["v2t training throughput", "v2t sampling", "t2ir training throughput"]
+    assert [json.loads(line) for line in (out / "queue.jsonl").read_text().splitlines()] == done
+
+    again = lease.run_queue(out, str(lease.HERE.parents[1] / "src/thermosynth/pretrained/autoencoder"), carried,
+                            minutes=0, tiny=True, first="sample-20")
+    assert again[1:] == [{"item": "sample-20", "skipped": "the minutes ran out"},
+                         {"item": "train-t2ir-base-256", "skipped": "the minutes ran out"}]

