@@ -1,3 +1,4 @@
+import importlib.util
 import json
 
 import numpy as np
@@ -219,3 +220,19 @@ def test_failed_generate_leaves_no_record(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["generate", "a car", "--model", str(tmp_path / "no-such-model"), "--out", str(out)])
     assert not (out / "generate.json").exists()
+
+
+@pytest.mark.skipif(not importlib.util.find_spec("kernels"),
+                    reason="the warning comes from `kernels`, which bitsandbytes brings")
+def test_a_bad_data_folder_is_the_only_thing_said(tmp_path):
+    """A fresh process (bitsandbytes warns once, when transformers first imports it): the error, and no warning of
+    an optional kernel that cannot be fetched offline."""
+    import os
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "thermosynth.cli", "train", "autoencoder", "--data",
+                             str(tmp_path / "missing"), "--out", str(tmp_path / "run"), "--preset", "tiny"],
+                            capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [f"error: {tmp_path / 'missing'}: not a folder or a .jsonl manifest."]

@@ -553,8 +553,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     logging.getLogger("thermosynth").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     # bitsandbytes (the adam8bit extra), imported by transformers whether or not it is used, warns on every command
-    # that it cannot fetch an optional 4-bit kernel package: nothing a user of these commands can act on
-    logging.getLogger("bitsandbytes").setLevel(logging.DEBUG if args.verbose else logging.ERROR)
+    # that it cannot fetch an optional 4-bit kernel package, and `kernels` (its hub loader) that it skips a trust
+    # check offline: nothing a user of these commands can act on
+    for chatty in ("bitsandbytes", "kernels"):
+        logging.getLogger(chatty).setLevel(logging.DEBUG if args.verbose else logging.ERROR)
     from thermosynth.data.errors import DataError
     from thermosynth.evaluation.optional import MetricUnavailable
 
