@@ -43,7 +43,7 @@ def test_run_folder_contents(trained):
         assert (folder / "samples" / "step-0000004.png").is_file()
         assert not list(folder.rglob("*.bin")) and not list(folder.rglob("*.pt"))
         (start,) = [json.loads(line) for line in (folder / "environment.jsonl").read_text().splitlines()]
-        assert (start["step"], start["processes"], start["gpu"], start["torch"]) == (0, 1, None, torch.__version__)
+        assert (start["step"], start["device"], start["processes"], start["torch"]) == (0, "cpu", 1, torch.__version__)
     normalization = json.loads((trained["autoencoder"] / "thermosynth.json").read_text())["thermal_normalization"]
     assert normalization["bit_depth"] == 8
 

@@ -290,8 +290,9 @@ def train_with(config: TrainConfig, build_task: Callable[[TrainConfig], Training
 def record_environment(run_dir: Path, step: int, accelerator: Accelerator) -> None:
     """Append where this (re)start of the run trains to <run>/environment.jsonl, a line a start: a resumed run may
     go on elsewhere, and a model card names the hardware its model trained on."""
-    line = {"step": step, "processes": accelerator.num_processes, "distributed": accelerator.distributed_type.value,
-            "mixed_precision": accelerator.mixed_precision, **describe()}
+    line = {"step": step, "device": str(accelerator.device), "processes": accelerator.num_processes,
+            "distributed": accelerator.distributed_type.value, "mixed_precision": accelerator.mixed_precision,
+            **describe()}  # its "gpu" is the machine's, used or not: "device" says what trained
     with (run_dir / "environment.jsonl").open("a") as file:
         file.write(json.dumps(line) + "\n")
 
