@@ -291,12 +291,12 @@ def device(data: Path, root: Path, text_encoder: Path, ae_minutes: float, unet_m
     logger.info("all done in %.0f s", time.time() - started)
 
 
-def _fp32_pipeline(folder: str | Path):
-    """A trained pipeline ready to sample in fp32 (the same arithmetic as the CPU evaluation), on the GPU when there
-    is one, with DDIM where it samples."""
+def _fp32_pipeline(folder: str | Path, load=None):
+    """A trained pipeline (`load`: load_pipeline unless given) ready to sample in fp32 (the same arithmetic as the CPU
+    evaluation), on the GPU when there is one, with DDIM where it samples."""
     from thermosynth.pipelines import load_pipeline, prepare_for_inference
 
-    return prepare_for_inference(load_pipeline(str(folder)), None, "ddim", "fp32")
+    return prepare_for_inference((load or load_pipeline)(str(folder)), None, "ddim", "fp32")
 
 
 def _wait_for(ready, what: str) -> None:
@@ -343,17 +343,17 @@ def translate_tests(road: Path, root: Path, results: Path, choice: dict, model: 
 
 
 def generate_t2ir(captions_file: Path, root: Path, results: Path, batch: int = 32) -> None:
-    """One image per test caption and model: DDIM 20 steps, guidance 3, noise seeded by the caption's index."""
+    """One image per test caption and model: DDIM 20 steps, guidance 3, noise seeded by the caption's index, in fp32
+    throughout (a run's pipeline holds the text encoder it trained with: the fp16 copy `prepare` carries; the shipped
+    model reads prompts with the packaged MiniLM in fp32)."""
     import torch
 
     from thermosynth.pipelines import load_text_pipeline
 
     captions = [json.loads(line) for line in captions_file.read_text().splitlines()]
     shutil.copy2(captions_file, results / captions_file.name)  # evaluate_t2ir.py and grids.py read them there
-    device_name = "cuda" if torch.cuda.is_available() else "cpu"
     for name in ("t2ir-mask-on", "t2ir-mask-off"):
-        pipeline = load_text_pipeline(str(root / name / "pipeline")).to(device_name)
-        pipeline.set_progress_bar_config(disable=True)
+        pipeline = _fp32_pipeline(root / name / "pipeline", load_text_pipeline)
         out = results / f"test-{name}"
         out.mkdir(parents=True)
         for start in range(0, len(captions), batch):
