@@ -202,7 +202,7 @@ def test_lease_queue_waits_for_the_text_encoder_and_stops_when_the_minutes_run_o
 
     from thermosynth.models.text_encoders import _minilm_path
 
-    items = {name: item for name, *_ in lease.QUEUE for item in [(name, *_)]}
+    items = {item[0]: item for item in lease.QUEUE}
     monkeypatch.setattr(lease, "QUEUE", [items["train-base-256"], items["sample-20"], items["train-t2ir-base-256"]])
     carried, waited = tmp_path / "minilm", []
 
@@ -212,8 +212,7 @@ def test_lease_queue_waits_for_the_text_encoder_and_stops_when_the_minutes_run_o
 
     monkeypatch.setattr(lease, "pause_for_a_later_call", next_call_carries)
     out = tmp_path / "lease"
-    done = lease.run_queue(out, str(lease.HERE.parents[1] / "src/thermosynth/pretrained/autoencoder"), carried,
-                           minutes=30, tiny=True, first=None)
+    done = lease.run_queue(out, str(lease.AUTOENCODER), carried, minutes=30, tiny=True, first=None)
     assert [(d["item"], d["rc"]) for d in done] == [
         ("v2t-pipeline", 0), ("train-base-256", 0), ("sample-20", 0), ("train-t2ir-base-256", 0)]
     assert len(waited) == 1  # the T2IR item waited once, then found the encoder
@@ -221,7 +220,6 @@ def test_lease_queue_waits_for_the_text_encoder_and_stops_when_the_minutes_run_o
     assert [row["question"] for row in rows] == ["v2t training throughput", "v2t sampling", "t2ir training throughput"]
     assert [json.loads(line) for line in (out / "queue.jsonl").read_text().splitlines()] == done
 
-    again = lease.run_queue(out, str(lease.HERE.parents[1] / "src/thermosynth/pretrained/autoencoder"), carried,
-                            minutes=0, tiny=True, first="sample-20")
+    again = lease.run_queue(out, str(lease.AUTOENCODER), carried, minutes=0, tiny=True, first="sample-20")
     assert again[1:] == [{"item": "sample-20", "skipped": "the minutes ran out"},
                          {"item": "train-t2ir-base-256", "skipped": "the minutes ran out"}]

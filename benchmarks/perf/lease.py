@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+from train_throughput import AUTOENCODER, synthetic_data  # this folder's script (on sys.path when run as a script)
+
 HERE = Path(__file__).parent
 
 # (name, seconds it may take, script, arguments): the goals first (SD-1.5-sized MFU at 512 px, `base` V2T training
@@ -77,8 +79,6 @@ def tiny_arguments(script: str, arguments: str) -> str:
 
 def make_sampling_pipeline(out: Path, autoencoder: str, tiny: bool) -> Path:
     """One optimizer step of `thermosynth train v2t` on 8 synthetic scenes: the preset's pipeline, exported."""
-    from train_throughput import synthetic_data  # this folder's script (on sys.path when run as a script)
-
     data = out / "scenes"
     if not data.is_dir():  # a re-run (--from) keeps the scenes
         synthetic_data(data, "v2t", 8, 32 if tiny else 256)
@@ -149,8 +149,7 @@ def run_queue(out: Path, autoencoder: str, text_encoder: Path | None, minutes: f
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", type=Path)
-    parser.add_argument("--autoencoder", default=str(HERE.parents[1] / "src" / "thermosynth" / "pretrained"
-                                                     / "autoencoder"))
+    parser.add_argument("--autoencoder", default=str(AUTOENCODER))
     parser.add_argument("--text-encoder", type=Path, help="MiniLM for the T2IR items (.shipped/minilm)")
     parser.add_argument("--minutes", type=float, default=10.0, help="no item starts with under 30 s of these left")
     parser.add_argument("--tiny", action="store_true", help="the same queue at tiny sizes, on the CPU")

@@ -156,7 +156,8 @@ def install(run: Path) -> None:
 
 
 def sample_and_score_t2ir(hit_uav: Path, captions_file: Path, out: Path, every: int = 1,
-              first_decoder: Path | None = None, steps: int | None = None, guidance: float | None = None) -> dict:
+                          first_decoder: Path | None = None, steps: int | None = None,
+                          guidance: float | None = None) -> dict:
     """The installed `t2ir-hituav` on every `every`-th caption of `captions_file` (`recipe.py prepare`'s HIT-UAV test
     or val captions), seeded as the first lease's GPU run drew them (seed = the caption's index), with `steps` and
     `guidance` or else the model's recorded ones, scored as evaluate_t2ir.py scores them; resumes. With
